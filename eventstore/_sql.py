@@ -1,0 +1,127 @@
+"""SQL statements of the event log, one constant per operation.
+
+Table names are composed with `psycopg.sql.Identifier` for the configured schema, once per
+store; values always travel as parameters.
+
+Append is a single statement: its first CTE *claims* the versions on the stream row
+(insert, or update conditional on the expected version), and only when that row comes back
+does the second CTE insert the events. Writers to one stream therefore serialise on the
+stream row before any `global_position` is drawn: a loser of a conflict burns no
+position, and per-stream position order equals commit order. The claim also refuses when any
+of the event ids is already stored, which is what makes a retried append detectable and
+idempotent instead of a unique violation that would abort the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final
+
+from psycopg import sql
+
+_NO_DUPLICATES: Final = (
+    "NOT EXISTS (SELECT 1 FROM {events} WHERE event_id = ANY(%(event_ids)s::uuid[]))"
+)
+
+CLAIM_ANY: Final = (
+    "INSERT INTO {streams} AS s (stream_id, version) "
+    "SELECT %(stream_id)s, %(count)s WHERE " + _NO_DUPLICATES + " "
+    "ON CONFLICT (stream_id) DO UPDATE "
+    "SET version = s.version + EXCLUDED.version, updated_at = now() "
+    "RETURNING s.version - %(count)s AS base"
+)
+
+CLAIM_NO_STREAM: Final = (
+    "INSERT INTO {streams} AS s (stream_id, version) "
+    "SELECT %(stream_id)s, %(count)s WHERE " + _NO_DUPLICATES + " "
+    "ON CONFLICT (stream_id) DO NOTHING "
+    "RETURNING 0::bigint AS base"
+)
+
+CLAIM_EXACT: Final = (
+    "UPDATE {streams} SET version = version + %(count)s, updated_at = now() "
+    "WHERE stream_id = %(stream_id)s AND version = %(expected)s AND " + _NO_DUPLICATES + " "
+    "RETURNING version - %(count)s AS base"
+)
+
+CLAIM_STREAM_EXISTS: Final = (
+    "UPDATE {streams} SET version = version + %(count)s, updated_at = now() "
+    "WHERE stream_id = %(stream_id)s AND " + _NO_DUPLICATES + " "
+    "RETURNING version - %(count)s AS base"
+)
+
+# ORDER BY e.n makes identity values follow the events' order within the append.
+_INSERT_EVENTS: Final = (
+    "WITH claim AS ({claim}), ins AS ("
+    "INSERT INTO {events} (stream_id, version, event_id, event_type, schema_version, "
+    "shard_key, data, metadata) "
+    "SELECT %(stream_id)s, claim.base + e.n, e.event_id, e.event_type, e.schema_version, "
+    "%(shard_key)s, e.data, e.metadata "
+    "FROM claim, unnest(%(event_ids)s::uuid[], %(event_types)s::text[], "
+    "%(schema_versions)s::int[], %(data)s::jsonb[], %(metadata)s::jsonb[]) "
+    "WITH ORDINALITY AS e(event_id, event_type, schema_version, data, metadata, n) "
+    "ORDER BY e.n "
+    "RETURNING global_position, version, transaction_id) "
+    "SELECT global_position, version, transaction_id::text::bigint FROM ins ORDER BY version"
+)
+
+STREAM_VERSION: Final = "SELECT version FROM {streams} WHERE stream_id = %(stream_id)s"
+
+FIND_EVENT_IDS: Final = (
+    "SELECT event_id, stream_id, version, global_position, transaction_id::text::bigint "
+    "FROM {events} WHERE event_id = ANY(%(event_ids)s::uuid[])"
+)
+
+_EVENT_COLUMNS: Final = (
+    "SELECT global_position, stream_id, version, event_id, event_type, schema_version, "
+    "data::text, metadata::text, recorded_at, transaction_id::text::bigint FROM {events} "
+)
+
+READ_FORWARD: Final = (
+    _EVENT_COLUMNS + "WHERE stream_id = %(stream_id)s AND version >= %(version)s "
+    "ORDER BY version LIMIT %(limit)s"
+)
+
+READ_BACKWARD: Final = (
+    _EVENT_COLUMNS + "WHERE stream_id = %(stream_id)s AND version <= %(version)s "
+    "ORDER BY version DESC LIMIT %(limit)s"
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Statements:
+    """Holds every statement rendered for one schema, as bytes ready to execute."""
+
+    append_any: bytes
+    append_no_stream: bytes
+    append_exact: bytes
+    append_stream_exists: bytes
+    stream_version: bytes
+    find_event_ids: bytes
+    read_forward: bytes
+    read_backward: bytes
+
+
+def render(schema: str) -> Statements:
+    """Renders all statements for a schema, quoting its name as an identifier."""
+    names = {
+        "streams": sql.Identifier(schema, "streams"),
+        "events": sql.Identifier(schema, "events"),
+    }
+
+    def build(template: str) -> bytes:
+        return sql.SQL(template).format(**names).as_bytes(None)
+
+    def append(claim: str) -> bytes:
+        return build(_INSERT_EVENTS.replace("{claim}", claim))
+
+    return Statements(
+        append_any=append(CLAIM_ANY),
+        append_no_stream=append(CLAIM_NO_STREAM),
+        append_exact=append(CLAIM_EXACT),
+        append_stream_exists=append(CLAIM_STREAM_EXISTS),
+        stream_version=build(STREAM_VERSION),
+        find_event_ids=build(FIND_EVENT_IDS),
+        read_forward=build(READ_FORWARD),
+        read_backward=build(READ_BACKWARD),
+    )

@@ -1,0 +1,127 @@
+"""Errors raised by the event store, all under one root.
+
+::
+
+    EventStoreError
+    ├── ConfigurationError            bad settings, wrong driver, unsupported connection
+    ├── DatabaseUnavailableError      the server cannot be reached (connect, timeout)
+    ├── SchemaNotMigratedError        the tables are missing or behind the code
+    ├── InvalidStreamIdError          empty, too long or containing NUL
+    ├── InvalidEventError             a payload that cannot be encoded or is not an Event
+    ├── UnknownEventTypeError         a type name with no registered class (write or read)
+    ├── UpcastError                   an upcaster chain is broken or raised
+    ├── DuplicateEventIdError         an event id already stored elsewhere
+    └── ConcurrencyError
+        └── WrongExpectedVersionError the stream is not at the expected version
+
+Every error is raised before anything is written, or after the write was rolled back;
+none leaves a partial append behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConcurrencyError",
+    "ConfigurationError",
+    "DatabaseUnavailableError",
+    "DuplicateEventIdError",
+    "EventStoreError",
+    "InvalidEventError",
+    "InvalidStreamIdError",
+    "SchemaNotMigratedError",
+    "UnknownEventTypeError",
+    "UpcastError",
+    "WrongExpectedVersionError",
+]
+
+
+class EventStoreError(Exception):
+    """Roots every error this toolkit raises on purpose."""
+
+
+class ConfigurationError(EventStoreError):
+    """Reports settings or arguments the store cannot work with."""
+
+
+class DatabaseUnavailableError(EventStoreError):
+    """Reports that the database could not be reached in time."""
+
+
+class SchemaNotMigratedError(EventStoreError):
+    """Reports that the event store tables are missing; run `eventstore migrate`."""
+
+
+class InvalidStreamIdError(EventStoreError, ValueError):
+    """Reports a stream id that cannot be stored."""
+
+    def __init__(self, stream_id: str, reason: str) -> None:
+        shown = stream_id if len(stream_id) <= 60 else stream_id[:57] + "..."
+        super().__init__(f"invalid stream id {shown!r}: {reason}")
+        self.stream_id = stream_id
+        self.reason = reason
+
+
+class InvalidEventError(EventStoreError, ValueError):
+    """Reports an event payload that cannot be validated or encoded."""
+
+    def __init__(self, message: str, *, event: Any = None) -> None:
+        super().__init__(message)
+        self.event = event
+
+
+class UnknownEventTypeError(EventStoreError, LookupError):
+    """Reports an event type name with no registered class.
+
+    On read, ``record`` holds the raw stored event (payload as a dict), so nothing is lost.
+    """
+
+    def __init__(self, event_type: str, *, record: Any = None) -> None:
+        super().__init__(
+            f"unknown event type {event_type!r}: register its class in the EventRegistry"
+        )
+        self.event_type = event_type
+        self.record = record
+
+
+class UpcastError(EventStoreError):
+    """Reports an upcaster chain that cannot bring a stored event to the current version."""
+
+    def __init__(self, event_type: str, from_version: int, to_version: int, reason: str) -> None:
+        super().__init__(
+            f"cannot upcast {event_type!r} from schema version {from_version} "
+            f"to {to_version}: {reason}"
+        )
+        self.event_type = event_type
+        self.from_version = from_version
+        self.to_version = to_version
+
+
+class DuplicateEventIdError(EventStoreError):
+    """Reports event ids already stored, but not as this exact append."""
+
+    def __init__(self, stream_id: str, event_ids: list[Any]) -> None:
+        super().__init__(
+            f"event ids already stored elsewhere (appending to {stream_id!r}): "
+            + ", ".join(str(e) for e in event_ids[:5])
+        )
+        self.stream_id = stream_id
+        self.event_ids = event_ids
+
+
+class ConcurrencyError(EventStoreError):
+    """Roots errors caused by a concurrent writer."""
+
+
+class WrongExpectedVersionError(ConcurrencyError):
+    """Reports that a stream is not at the version the append expected."""
+
+    def __init__(self, stream_id: str, expected: object, actual: int | None) -> None:
+        actual_text = "no stream" if actual is None else f"version {actual}"
+        super().__init__(
+            f"stream {stream_id!r}: expected {expected}, but it is at {actual_text}"
+        )
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual

@@ -1,0 +1,198 @@
+"""In-memory event stores for tests: the same rules as Postgres, no database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from eventstore import _core
+from eventstore._core import ANY, AppendPlan, AppendResult, ExpectedVersion, RawRow, StreamInfo
+from eventstore.errors import ConfigurationError
+from eventstore.events import Event, EventMetadata, EventRegistry, RawRecordedEvent, RecordedEvent
+
+__all__ = ["AsyncInMemoryEventStore", "InMemoryEventStore"]
+
+
+class InMemoryEventStore:
+    """Keeps streams in a dict; validation, versions and idempotency follow the real store.
+
+    Payloads are stored encoded, exactly as Postgres would hold them, so reads go through
+    the same decoding and upcasting as the Postgres store. Thread-safe.
+    """
+
+    def __init__(self, registry: EventRegistry) -> None:
+        self._registry = registry
+        self._streams: dict[str, list[RawRow]] = {}
+        self._by_id: dict[UUID, RawRow] = {}
+        self._position = 0
+        self._transaction = 0
+        self._lock = threading.Lock()
+
+    @property
+    def registry(self) -> EventRegistry:
+        """Returns the registry that encodes and decodes this store's events."""
+        return self._registry
+
+    def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event] | Event,
+        *,
+        expected_version: ExpectedVersion = ANY,
+        metadata: EventMetadata | Mapping[str, Any] | None = None,
+        event_ids: Sequence[UUID] | None = None,
+        conn: object = None,
+    ) -> AppendResult:
+        """Appends events if the stream is at ``expected_version``; see the Postgres store."""
+        _refuse_connection(conn)
+        plan = _core.plan_append(
+            self._registry, stream_id, events, expected_version, metadata, event_ids
+        )
+        with self._lock:
+            stream = self._streams.get(plan.stream_id)
+            actual = len(stream) if stream else None
+            duplicate = any(i in self._by_id for i in plan.event_ids)
+            if duplicate or not _core.claim_matches(plan.expected, actual):
+                return _core.resolve_refused_append(plan, actual, self._found(plan))
+            return self._write(plan, actual or 0)
+
+    def _found(self, plan: AppendPlan) -> list[tuple[UUID, str, int, int, int]]:
+        rows = (self._by_id.get(i) for i in plan.event_ids)
+        return [(r[3], r[1], r[2], r[0], r[9]) for r in rows if r is not None]
+
+    def _write(self, plan: AppendPlan, version: int) -> AppendResult:
+        self._transaction += 1
+        now = dt.datetime.now(dt.UTC)
+        stream = self._streams.setdefault(plan.stream_id, [])
+        written = []
+        for n, e in enumerate(plan.events, start=1):
+            self._position += 1
+            row = (self._position, plan.stream_id, version + n, e.event_id, e.event_type,
+                   e.schema_version, e.data, e.metadata, now, self._transaction)
+            stream.append(row)
+            self._by_id[e.event_id] = row
+            written.append((row[0], row[2], row[9]))
+        return _core.result_from_rows(plan, written)
+
+    def stream_info(self, stream_id: str, *, conn: object = None) -> StreamInfo:
+        """Returns whether a stream exists and its current version."""
+        _refuse_connection(conn)
+        stream_id = _core.validate_stream_id(stream_id)
+        with self._lock:
+            version = len(self._streams.get(stream_id, ()))
+        return StreamInfo(stream_id, exists=version > 0, version=version)
+
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        direction: str = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: object = None,
+    ) -> Iterator[RecordedEvent[Event]]:
+        """Yields a stream's events as typed, current-version events."""
+        for row in self._rows(stream_id, direction, from_version, limit, conn):
+            yield _core.decode_row(self._registry, row)
+
+    def read_stream_raw(
+        self,
+        stream_id: str,
+        *,
+        direction: str = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: object = None,
+    ) -> Iterator[RawRecordedEvent]:
+        """Yields a stream's events as stored, payloads as dicts."""
+        for row in self._rows(stream_id, direction, from_version, limit, conn):
+            yield _core.decode_raw_row(row)
+
+    def _rows(
+        self,
+        stream_id: str,
+        direction: str,
+        from_version: int | None,
+        limit: int | None,
+        conn: object,
+    ) -> list[RawRow]:
+        _refuse_connection(conn)
+        stream_id = _core.validate_stream_id(stream_id)
+        forward, start, limit = _core.read_bounds(direction, from_version, limit)
+        with self._lock:
+            rows = list(self._streams.get(stream_id, ()))
+        if forward:
+            rows = [r for r in rows if r[2] >= start]
+        else:
+            rows = [r for r in reversed(rows) if r[2] <= start]
+        return rows if limit is None else rows[:limit]
+
+
+class AsyncInMemoryEventStore:
+    """Offers the in-memory store through the async API, for tests of async code."""
+
+    def __init__(self, registry: EventRegistry) -> None:
+        self.sync = InMemoryEventStore(registry)
+
+    @property
+    def registry(self) -> EventRegistry:
+        """Returns the registry that encodes and decodes this store's events."""
+        return self.sync.registry
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event] | Event,
+        *,
+        expected_version: ExpectedVersion = ANY,
+        metadata: EventMetadata | Mapping[str, Any] | None = None,
+        event_ids: Sequence[UUID] | None = None,
+        conn: object = None,
+    ) -> AppendResult:
+        """Appends events if the stream is at ``expected_version``."""
+        return self.sync.append(
+            stream_id, events, expected_version=expected_version, metadata=metadata,
+            event_ids=event_ids, conn=conn,
+        )
+
+    async def stream_info(self, stream_id: str, *, conn: object = None) -> StreamInfo:
+        """Returns whether a stream exists and its current version."""
+        return self.sync.stream_info(stream_id, conn=conn)
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        direction: str = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: object = None,
+    ) -> AsyncIterator[RecordedEvent[Event]]:
+        """Yields a stream's events as typed, current-version events."""
+        for event in self.sync.read_stream(
+            stream_id, direction=direction, from_version=from_version, limit=limit, conn=conn
+        ):
+            yield event
+
+    async def read_stream_raw(
+        self,
+        stream_id: str,
+        *,
+        direction: str = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: object = None,
+    ) -> AsyncIterator[RawRecordedEvent]:
+        """Yields a stream's events as stored, payloads as dicts."""
+        for event in self.sync.read_stream_raw(
+            stream_id, direction=direction, from_version=from_version, limit=limit, conn=conn
+        ):
+            yield event
+
+
+def _refuse_connection(conn: object) -> None:
+    if conn is not None:
+        raise ConfigurationError("the in-memory event store does not take a connection")

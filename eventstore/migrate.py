@@ -1,0 +1,127 @@
+"""Runs the shipped alembic migrations, standalone or from a user's own alembic tree.
+
+The revisions live in the repository's ``migrations/`` folder, which the wheel carries as
+``eventstore/_migrations``. They keep their own version table inside the event store's
+schema, under the branch label ``eventstore``, so they never touch an application's
+``alembic_version``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from eventstore._connections import sqlalchemy_url
+from eventstore.errors import ConfigurationError, DatabaseUnavailableError
+from eventstore.schema import DEFAULT_SCHEMA, VERSION_TABLE
+
+__all__ = [
+    "BRANCH_LABEL",
+    "alembic_config",
+    "current_revisions",
+    "downgrade",
+    "head_revisions",
+    "is_up_to_date",
+    "migration_schema",
+    "migrations_dir",
+    "upgrade",
+]
+
+BRANCH_LABEL: Final = "eventstore"
+SCHEMA_ATTRIBUTE: Final = "eventstore_schema"
+
+
+def migrations_dir() -> Path:
+    """Returns the folder holding ``env.py`` and ``versions/``, installed or in a checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "_migrations", package.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise ConfigurationError(f"the migrations are missing next to {package}")
+
+
+def versions_dir() -> Path:
+    """Returns the folder of revision files, for a user's ``version_locations``."""
+    return migrations_dir() / "versions"
+
+
+def migration_schema(config: Config | None = None) -> str:
+    """Returns the schema the revisions create: config attribute, ``-x``, env, default."""
+    if config is not None:
+        value = config.attributes.get(SCHEMA_ATTRIBUTE)
+        if value:
+            return str(value)
+        x_args = config.get_section_option(config.config_ini_section, "eventstore_schema")
+        if x_args:
+            return x_args
+    try:
+        from alembic import context
+
+        x = context.get_x_argument(as_dictionary=True).get("eventstore_schema")
+        if x:
+            return str(x)
+    except (AttributeError, NameError):
+        pass
+    return os.environ.get("EVENTSTORE_SCHEMA", DEFAULT_SCHEMA)
+
+
+def alembic_config(url: str, schema: str = DEFAULT_SCHEMA) -> Config:
+    """Builds an alembic config for the shipped migrations against ``url``."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    config.attributes[SCHEMA_ATTRIBUTE] = schema
+    return config
+
+
+def upgrade(url: str, schema: str = DEFAULT_SCHEMA, revision: str = "heads") -> None:
+    """Migrates the database up to ``revision`` (all heads by default)."""
+    with _reachable(url):
+        command.upgrade(alembic_config(url, schema), revision)
+
+
+def downgrade(url: str, revision: str, schema: str = DEFAULT_SCHEMA) -> None:
+    """Migrates the database down to ``revision`` (``base`` removes everything)."""
+    with _reachable(url):
+        command.downgrade(alembic_config(url, schema), revision)
+
+
+def head_revisions() -> set[str]:
+    """Returns the revisions the shipped migrations end at."""
+    script = ScriptDirectory(str(migrations_dir()))
+    return set(script.get_heads())
+
+
+def current_revisions(url: str, schema: str = DEFAULT_SCHEMA) -> set[str]:
+    """Returns the revisions the database is at (empty when never migrated)."""
+    engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
+    try:
+        with _reachable(url), engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"version_table": VERSION_TABLE, "version_table_schema": schema}
+            )
+            return set(context.get_current_heads())
+    finally:
+        engine.dispose()
+
+
+def is_up_to_date(url: str, schema: str = DEFAULT_SCHEMA) -> bool:
+    """Tells whether the database is migrated to the shipped heads."""
+    return current_revisions(url, schema) == head_revisions()
+
+
+@contextmanager
+def _reachable(url: str) -> Iterator[None]:
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        raise DatabaseUnavailableError(f"database unavailable: {exc.orig}") from exc

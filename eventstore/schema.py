@@ -1,0 +1,110 @@
+"""The event store's tables, defined once as SQLAlchemy Core for the code and for alembic."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.base import ischema_names
+
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "VERSION_TABLE",
+    "XID8",
+    "include_object",
+    "make_metadata",
+    "metadata",
+]
+
+DEFAULT_SCHEMA: Final = "eventstore"
+# The library's own alembic version table, kept in its schema so it never clobbers the
+# application's `alembic_version`.
+VERSION_TABLE: Final = "alembic_version"
+
+
+class XID8(sa.types.UserDefinedType[int]):
+    """Maps Postgres's 64-bit, wraparound-free transaction id type."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "XID8"
+
+
+# Teach reflection the type, so alembic's autogenerate compares it instead of warning.
+ischema_names.setdefault("xid8", XID8)
+
+
+def make_metadata(schema: str = DEFAULT_SCHEMA) -> sa.MetaData:
+    """Builds the tables in the given Postgres schema."""
+    md = sa.MetaData(schema=schema)
+    sa.Table(
+        "streams",
+        md,
+        sa.Column("stream_id", sa.Text, nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.PrimaryKeyConstraint("stream_id", name="streams_pkey"),
+    )
+    sa.Table(
+        "events",
+        md,
+        sa.Column("global_position", sa.BigInteger, sa.Identity(always=False), nullable=False),
+        sa.Column(
+            "transaction_id",
+            XID8(),
+            nullable=False,
+            server_default=sa.text("pg_current_xact_id()"),
+        ),
+        sa.Column("stream_id", sa.Text, nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("event_id", postgresql.UUID(as_uuid=True), nullable=False),
+        sa.Column("event_type", sa.Text, nullable=False),
+        sa.Column("schema_version", sa.Integer, nullable=False),
+        sa.Column("shard_key", sa.Integer, nullable=False),
+        sa.Column("data", postgresql.JSONB, nullable=False),
+        sa.Column(
+            "metadata", postgresql.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")
+        ),
+        sa.Column(
+            "recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.PrimaryKeyConstraint("global_position", name="events_pkey"),
+        sa.UniqueConstraint("event_id", name="events_event_id_key"),
+        sa.UniqueConstraint("stream_id", "version", name="events_stream_id_version_key"),
+    )
+    return md
+
+
+metadata: Final = make_metadata()
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Keeps an application's alembic autogenerate away from the event store's objects.
+
+    Pass it as ``include_object`` in the application's ``env.py``; it excludes every table
+    in the event store's schema (and anything whose table lives there).
+    """
+    table = obj if type_ == "table" else getattr(obj, "table", None)
+    schema = getattr(table, "schema", None)
+    return schema is None or not _is_eventstore_schema(schema)
+
+
+_EXCLUDED_SCHEMAS: set[str] = {DEFAULT_SCHEMA}
+
+
+def _is_eventstore_schema(schema: str) -> bool:
+    return schema in _EXCLUDED_SCHEMAS
+
+
+def exclude_schema(schema: str) -> None:
+    """Adds a custom event store schema name to those ``include_object`` excludes."""
+    _EXCLUDED_SCHEMAS.add(schema)

@@ -1,0 +1,3 @@
+"""outbox: arrives with its own issue; nothing is public yet."""
+
+__all__: list[str] = []

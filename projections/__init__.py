@@ -1,0 +1,3 @@
+"""projections: arrives with its own issue; nothing is public yet."""
+
+__all__: list[str] = []
