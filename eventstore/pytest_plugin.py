@@ -1,0 +1,190 @@
+"""Pytest fixtures for code that uses the event store, registered through ``pytest11``.
+
+Where the Postgres server comes from, first match wins:
+
+1. ``EVENTSTORE_TEST_DATABASE_URL`` or ``DATABASE_URL`` (a URL to an existing server; the
+   fixtures create and drop their own databases on it, so the role needs CREATEDB);
+2. a testcontainers Postgres, when a Docker engine answers;
+3. the embedded server (``pip install 'eventkeeper[embedded]'``);
+4. otherwise every test that needs Postgres is skipped, with the reason.
+
+The schema is migrated once per session into a template database; each test that asks for
+a database gets a fresh clone of it (``CREATE DATABASE ... TEMPLATE``), dropped afterwards.
+
+Override ``eventstore_registry`` to give the store fixtures your event classes.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import pytest_asyncio
+from psycopg import sql
+
+from eventstore._connections import libpq_url
+from eventstore.async_store import AsyncPostgresEventStore
+from eventstore.events import EventRegistry
+from eventstore.memory import AsyncInMemoryEventStore, InMemoryEventStore
+from eventstore.migrate import upgrade
+from eventstore.store import PostgresEventStore
+
+URL_VARIABLES = ("EVENTSTORE_TEST_DATABASE_URL", "DATABASE_URL")
+
+
+def with_database(url: str, database: str) -> str:
+    """Returns ``url`` pointing at another database on the same server."""
+    parts = urlsplit(libpq_url(url))
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def _docker_answers() -> bool:
+    host = os.environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        return Path(host.removeprefix("unix://")).exists()
+    if host:
+        return True
+    return Path("/var/run/docker.sock").exists()
+
+
+def _from_testcontainers(stack: ExitStack) -> str:
+    from testcontainers.postgres import PostgresContainer
+
+    container = stack.enter_context(PostgresContainer("postgres:15", driver=None))
+    return str(container.get_connection_url())
+
+
+def _from_embedded() -> str:
+    from eventstore._embedded import start_embedded_postgres
+
+    return start_embedded_postgres()
+
+
+def find_server(stack: ExitStack) -> tuple[str | None, str]:
+    """Returns an admin URL for a Postgres server and where it came from, or a skip reason."""
+    for name in URL_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return libpq_url(value), f"${name}"
+    if _docker_answers():
+        try:
+            return _from_testcontainers(stack), "testcontainers"
+        except Exception as exc:  # noqa: BLE001 - any failure moves on to the next source
+            docker_error = f"testcontainers failed: {exc}"
+        else:  # pragma: no cover
+            docker_error = ""
+    else:
+        docker_error = "no Docker engine"
+    try:
+        return _from_embedded(), "embedded"
+    except Exception as exc:  # noqa: BLE001
+        return None, (
+            f"no Postgres for the tests: set EVENTSTORE_TEST_DATABASE_URL; {docker_error}; "
+            f"embedded server unavailable ({exc})"
+        )
+
+
+def _admin_execute(url: str, statement: sql.Composable) -> None:
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(statement)
+
+
+def create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    """Creates a database (optionally cloned from a template) and returns its URL."""
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+            sql.Identifier(name), sql.Identifier(template)
+        )
+    _admin_execute(admin_url, statement)
+    return with_database(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drops a database, disconnecting anyone still on it."""
+    _admin_execute(
+        admin_url,
+        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)),
+    )
+
+
+@pytest.fixture(scope="session")
+def eventstore_server_url() -> Iterator[str]:
+    """Yields an admin URL to the Postgres server the tests use (skips if there is none)."""
+    with ExitStack() as stack:
+        url, source = find_server(stack)
+        if url is None:
+            pytest.skip(source)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def eventstore_template(eventstore_server_url: str) -> Iterator[str]:
+    """Yields the name of a template database migrated once for the session."""
+    name = f"eventstore_template_{uuid.uuid4().hex[:12]}"
+    url = create_database(eventstore_server_url, name)
+    try:
+        upgrade(url)
+        yield name
+    finally:
+        drop_database(eventstore_server_url, name)
+
+
+@pytest.fixture
+def eventstore_database_url(eventstore_server_url: str, eventstore_template: str) -> Iterator[str]:
+    """Yields the URL of a fresh, migrated database of this test's own."""
+    name = f"eventstore_test_{uuid.uuid4().hex[:12]}"
+    url = create_database(eventstore_server_url, name, template=eventstore_template)
+    try:
+        yield url
+    finally:
+        drop_database(eventstore_server_url, name)
+
+
+@pytest.fixture
+def eventstore_registry() -> EventRegistry:
+    """Returns the registry the store fixtures use; override it with your event classes."""
+    return EventRegistry()
+
+
+@pytest.fixture
+def postgres_event_store(
+    eventstore_database_url: str, eventstore_registry: EventRegistry
+) -> Iterator[PostgresEventStore]:
+    """Yields a sync Postgres event store on a fresh database."""
+    with PostgresEventStore(eventstore_database_url, registry=eventstore_registry) as store:
+        yield store
+
+
+@pytest_asyncio.fixture
+async def async_postgres_event_store(
+    eventstore_database_url: str, eventstore_registry: EventRegistry
+) -> AsyncIterator[AsyncPostgresEventStore]:
+    """Yields an async Postgres event store on a fresh database."""
+    async with AsyncPostgresEventStore(
+        eventstore_database_url, registry=eventstore_registry
+    ) as store:
+        yield store
+
+
+@pytest.fixture
+def in_memory_event_store(eventstore_registry: EventRegistry) -> InMemoryEventStore:
+    """Returns an empty in-memory event store."""
+    return InMemoryEventStore(eventstore_registry)
+
+
+@pytest.fixture
+def async_in_memory_event_store(eventstore_registry: EventRegistry) -> AsyncInMemoryEventStore:
+    """Returns an empty in-memory event store with the async API."""
+    return AsyncInMemoryEventStore(eventstore_registry)
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line("markers", "postgres: the test needs a real Postgres server")
