@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import pydantic
+import pydantic_core
 from pydantic import BaseModel, ConfigDict
 
 from eventstore.errors import InvalidEventError, UnknownEventTypeError, UpcastError
@@ -222,7 +223,7 @@ class EventRegistry:
         event_type = self.type_name(type(event))
         try:
             data = event.model_dump_json()
-        except (pydantic.PydanticSerializationError, ValueError, TypeError) as exc:
+        except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
             raise InvalidEventError(f"cannot encode {event_type!r}: {exc}", event=event) from exc
         if _JSON_NUL.search(data):
             raise InvalidEventError(
@@ -272,5 +273,5 @@ def encode_metadata(metadata: EventMetadata | Mapping[str, Any] | None) -> str:
             raise InvalidEventError(f"invalid metadata: {exc}") from exc
     try:
         return metadata.model_dump_json(exclude_none=True)
-    except (pydantic.PydanticSerializationError, ValueError, TypeError) as exc:
+    except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
         raise InvalidEventError(f"cannot encode metadata: {exc}") from exc

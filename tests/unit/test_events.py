@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+import pytest
+
+from eventstore import Event, EventRegistry, InvalidEventError, UnknownEventTypeError, UpcastError
+from eventstore._core import shard_key, validate_expected
+from eventstore.events import uuid7
+from tests.support import Deposited, make_registry
+
+
+class Unregistered(Event):
+    event_type: ClassVar[str] = "test.Unregistered"
+    x: int
+
+
+class NoTypeName(Event):
+    x: int
+
+
+def test_events_are_frozen_and_reject_unknown_fields() -> None:
+    event = Deposited(amount=1, currency="EUR")
+    with pytest.raises(Exception, match="frozen"):
+        event.amount = 2  # type: ignore[misc]
+    with pytest.raises(Exception, match="extra"):
+        Deposited(amount=1, currency="EUR", surprise=True)  # type: ignore[call-arg]
+
+
+def test_registry_requires_an_explicit_type_name() -> None:
+    with pytest.raises(InvalidEventError, match="event_type"):
+        EventRegistry([NoTypeName])
+
+
+def test_registry_refuses_two_classes_for_one_name() -> None:
+    class Other(Event):
+        event_type: ClassVar[str] = "test.Deposited"
+
+    registry = make_registry()
+    with pytest.raises(InvalidEventError, match="already registered"):
+        registry.register(Other)
+
+
+def test_renaming_a_class_keeps_its_stored_name() -> None:
+    registry = make_registry()
+    encoded = registry.encode(Deposited(amount=1, currency="EUR"), "{}", None)
+    assert encoded.event_type == "test.Deposited"
+    assert registry.decode("test.Deposited", 3, encoded.data) == Deposited(amount=1, currency="EUR")
+
+
+def test_aliases_read_old_type_names() -> None:
+    registry = EventRegistry()
+    registry.register(Unregistered, aliases=["legacy.Thing"])
+    assert registry.decode("legacy.Thing", 1, '{"x": 3}') == Unregistered(x=3)
+
+
+def test_upcaster_chain_brings_v1_to_v3() -> None:
+    registry = make_registry()
+    assert registry.decode("test.Deposited", 1, '{"value": 5}') == Deposited(
+        amount=5, currency="EUR"
+    )
+    assert registry.decode("test.Deposited", 2, '{"amount": 5, "currency": "USD"}') == Deposited(
+        amount=5, currency="USD"
+    )
+
+
+def test_missing_upcaster_is_a_clear_error() -> None:
+    registry = EventRegistry([Deposited])
+    with pytest.raises(UpcastError, match="no upcaster from v1"):
+        registry.decode("test.Deposited", 1, '{"value": 5}')
+    with pytest.raises(UpcastError, match="newer"):
+        registry.decode("test.Deposited", 4, "{}")
+
+
+def test_unknown_type_is_named() -> None:
+    with pytest.raises(UnknownEventTypeError, match="nope"):
+        make_registry().decode("nope", 1, "{}")
+    with pytest.raises(UnknownEventTypeError):
+        make_registry().encode(Unregistered(x=1), "{}", None)
+
+
+def test_uuid7_is_version_7_and_monotonic() -> None:
+    ids = [uuid7() for _ in range(10_000)]
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert ids == sorted(ids, key=lambda u: u.bytes)
+    assert len(set(ids)) == len(ids)
+
+
+def test_shard_key_is_stable_and_non_negative() -> None:
+    # Fixed values: changing the hash would reshuffle every stored event's shard.
+    assert shard_key("acc-1") == 1_887_887_009
+    assert shard_key("acc-1") == shard_key("acc-1")
+    assert all(0 <= shard_key(f"s-{i}") < 2**31 for i in range(1000))
+
+
+@pytest.mark.parametrize("value", [-1, "1", True, 1.0, None])
+def test_expected_version_must_be_a_state_or_non_negative_int(value: Any) -> None:
+    with pytest.raises(InvalidEventError):
+        validate_expected(value)
