@@ -81,29 +81,35 @@ def start_embedded_postgres(data_dir: Path | None = None) -> str:
     """
     pgdata = _resolve(data_dir)
     bin_dir = _bin_dir()
-    with _locked(pgdata):
-        account = _server_account(pgdata, bin_dir)
-        if not (pgdata / "PG_VERSION").exists():
-            _initdb(bin_dir, pgdata, account)
-        port = _answering_port(pgdata)
-        if port is None:
-            port = _start(bin_dir, pgdata, account)
-        return _url(pgdata, port)
+    try:
+        with _locked(pgdata):
+            account = _server_account(pgdata, bin_dir)
+            if not (pgdata / "PG_VERSION").exists():
+                _initdb(bin_dir, pgdata, account)
+            port = _answering_port(pgdata)
+            if port is None:
+                port = _start(bin_dir, pgdata, account)
+            return _url(pgdata, port)
+    except PermissionError as exc:
+        raise _no_access(pgdata, exc) from exc
 
 
 def stop_embedded_postgres(data_dir: Path | None = None) -> None:
     """Stops the server running on ``data_dir``, and does nothing when none runs there."""
     pgdata = _resolve(data_dir)
-    if not (pgdata / "PG_VERSION").exists():
-        return
-    bin_dir = _bin_dir()
-    with _locked(pgdata):
-        if _postmaster(pgdata) is None:
+    try:
+        if not (pgdata / "postmaster.pid").exists():
             return
-        args = ["stop", "-w", "-m", "fast", "-D", str(pgdata)]
-        code, output = _run(bin_dir / "pg_ctl", args, _server_account(pgdata, bin_dir))
-        if code != 0:
-            raise DatabaseUnavailableError(f"could not stop embedded Postgres: {output}")
+        bin_dir = _bin_dir()
+        with _locked(pgdata):
+            if _postmaster(pgdata) is None:
+                return
+            args = ["stop", "-w", "-m", "fast", "-D", str(pgdata)]
+            code, output = _run(bin_dir / "pg_ctl", args, _server_account(pgdata, bin_dir))
+    except PermissionError as exc:
+        raise _no_access(pgdata, exc) from exc
+    if code != 0:
+        raise DatabaseUnavailableError(f"could not stop embedded Postgres: {output}")
 
 
 def _resolve(data_dir: Path | None) -> Path:
@@ -245,8 +251,6 @@ def _postmaster(pgdata: Path) -> tuple[int, int] | None:
         lines = (pgdata / "postmaster.pid").read_text().splitlines()
     except FileNotFoundError:
         return None
-    except PermissionError:
-        raise _foreign(pgdata) from None
     if len(lines) < 4 or not lines[0].strip().isdigit() or not lines[3].strip().isdigit():
         return None
     pid, port = int(lines[0]), int(lines[3])
@@ -273,8 +277,6 @@ def _url(pgdata: Path, port: int) -> str:
     """Returns the libpq URL of the ``postgres`` database as the superuser."""
     try:
         password = (pgdata / _PASSWORD_FILE).read_text(encoding="utf-8").strip()
-    except PermissionError:
-        raise _foreign(pgdata) from None
     except FileNotFoundError:
         raise ConfigurationError(
             f"{pgdata} holds a Postgres cluster without {_PASSWORD_FILE}, so it was not made "
@@ -284,10 +286,11 @@ def _url(pgdata: Path, port: int) -> str:
     return f"postgresql://{SUPERUSER}:{password}@{HOST}:{port}/{DATABASE}"
 
 
-def _foreign(pgdata: Path) -> ConfigurationError:
-    """Returns the error for a data directory that belongs to another OS user."""
+def _no_access(pgdata: Path, exc: PermissionError) -> ConfigurationError:
+    """Returns the error for a data directory this process may not use."""
     return ConfigurationError(
-        f"{pgdata} belongs to another OS user (created as root?): run as that user or root, "
+        f"cannot use the embedded Postgres directory {pgdata} ({exc}); if another OS user "
+        f"created it (root runs it as {SERVICE_USER!r}), run as that user or root, "
         f"or set {DATA_DIR_VARIABLE} to another directory"
     )
 
