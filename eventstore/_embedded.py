@@ -149,8 +149,8 @@ def _server_account(pgdata: Path, bin_dir: Path) -> Account | None:
     """Returns who runs Postgres: None (this process) unless root, then a non-root account."""
     if os.geteuid() != 0:
         return None
-    if (pgdata / "PG_VERSION").exists() and pgdata.stat().st_uid != 0:
-        return pgdata.stat().st_uid, pgdata.stat().st_gid
+    if (pgdata / "PG_VERSION").exists() and (owner := pgdata.stat()).st_uid != 0:
+        return owner.st_uid, owner.st_gid
     account = _service_account()
     pgdata.mkdir(mode=0o700, exist_ok=True)
     os.chown(pgdata, *account)
