@@ -1,0 +1,5 @@
+"""Runs the ``eventstore`` command line with ``python -m eventstore``."""
+
+from eventstore.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""The shipped migrations equal the metadata, round-trip, and work from a built wheel."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from eventstore import EventRegistry, PostgresEventStore, include_object, make_metadata, migrate
+from eventstore._connections import sqlalchemy_url
+from eventstore.pytest_plugin import create_database, drop_database
+from tests.support import Deposited
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def schema_diff(url: str, schema: str = "eventstore") -> list[Any]:
+    engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "include_schemas": True,
+                    "include_name": lambda name, type_, parent: (
+                        name == schema if type_ == "schema" else name != "alembic_version"
+                    ),
+                    "compare_type": True,
+                    "compare_server_default": True,
+                },
+            )
+            return list(compare_metadata(context, make_metadata(schema)))
+    finally:
+        engine.dispose()
+
+
+def tables(url: str, schema: str = "eventstore") -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [schema]
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+@pytest.fixture
+def empty_database(eventstore_server_url: str) -> Any:
+    name = "eventstore_migrations_test"
+    drop_database(eventstore_server_url, name)
+    yield create_database(eventstore_server_url, name)
+    drop_database(eventstore_server_url, name)
+
+
+def test_migrated_database_equals_the_metadata(eventstore_database_url: str) -> None:
+    assert schema_diff(eventstore_database_url) == []
+
+
+def test_downgrade_then_upgrade_round_trips(eventstore_database_url: str) -> None:
+    migrate.downgrade(eventstore_database_url, "base")
+    assert tables(eventstore_database_url) == {"alembic_version"}
+    assert migrate.current_revisions(eventstore_database_url) == set()
+    migrate.upgrade(eventstore_database_url)
+    assert tables(eventstore_database_url) == {"alembic_version", "streams", "events"}
+    assert migrate.is_up_to_date(eventstore_database_url)
+    assert schema_diff(eventstore_database_url) == []
+
+
+def test_upgrade_twice_is_a_no_op(eventstore_database_url: str) -> None:
+    migrate.upgrade(eventstore_database_url)
+    assert migrate.is_up_to_date(eventstore_database_url)
+
+
+def test_a_custom_schema_holds_everything(empty_database: str) -> None:
+    migrate.upgrade(empty_database, schema="my events")
+    assert tables(empty_database, "my events") == {"alembic_version", "streams", "events"}
+    assert tables(empty_database, "eventstore") == set()
+    assert schema_diff(empty_database, "my events") == []
+    registry = EventRegistry([Deposited])
+    with PostgresEventStore(empty_database, registry=registry, schema="my events") as store:
+        store.append("s", Deposited(amount=1, currency="EUR"))
+        assert [e.version for e in store.read_stream("s")] == [1]
+
+
+def test_the_application_alembic_version_table_is_untouched(empty_database: str) -> None:
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.alembic_version (version_num varchar(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO public.alembic_version VALUES ('app_head')")
+    migrate.upgrade(empty_database)
+    with psycopg.connect(empty_database) as conn:
+        rows = conn.execute("SELECT version_num FROM public.alembic_version").fetchall()
+    assert rows == [("app_head",)]
+
+
+def test_include_object_keeps_app_autogenerate_away(empty_database: str) -> None:
+    migrate.upgrade(empty_database)
+    app_metadata = sa.MetaData()
+    sa.Table("orders", app_metadata, sa.Column("id", sa.Integer, primary_key=True))
+    engine = sa.create_engine(sqlalchemy_url(empty_database), poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"include_schemas": True, "include_object": include_object}
+        )
+        diff = compare_metadata(context, app_metadata)
+    engine.dispose()
+    touched = {str(d[1].name) for d in diff if d[0] in ("add_table", "remove_table")}
+    assert touched == {"orders"}
+
+
+@pytest.mark.slow
+def test_migrate_works_from_the_built_wheel(tmp_path: Path, empty_database: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("eventkeeper-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path / "site")
+    assert "eventstore/_migrations/env.py" in names
+    assert "eventstore/_migrations/versions/0001_event_log.py" in names
+    assert "eventstore/py.typed" in names
+    script = textwrap.dedent(
+        """
+        import sys
+        from eventstore.migrate import migrations_dir
+        from eventstore.cli import main
+        assert "site" in str(migrations_dir()), migrations_dir()
+        sys.exit(main(["migrate", "--url", sys.argv[1]]))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script, empty_database],
+        env=None,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # -I ignores PYTHONPATH, so put the unpacked wheel first explicitly.
+    if result.returncode != 0 and "No module named" in result.stderr:
+        result = subprocess.run(
+            [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r});"
+             + script.replace("import sys\n", ""), empty_database],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert migrate.is_up_to_date(empty_database)
