@@ -62,9 +62,7 @@ async def unwrap_async_connection(conn: AsyncConnectionLike) -> psycopg.AsyncCon
         if isinstance(raw, psycopg.AsyncConnection):
             return raw
         raise ConfigurationError(_WRONG_DRIVER.format(driver=type(raw).__module__))
-    raise ConfigurationError(
-        f"cannot run on a {type(conn).__qualname__}; pass an async connection"
-    )
+    raise ConfigurationError(f"cannot run on a {type(conn).__qualname__}; pass an async connection")
 
 
 def libpq_url(url: str) -> str:
@@ -98,8 +96,7 @@ def translated_errors(stream_id: str | None = None) -> Iterator[None]:
         raise
     except psycopg.errors.UndefinedTable as exc:
         raise SchemaNotMigratedError(
-            f"event store tables not found ({exc.diag.message_primary}); "
-            "run `eventstore migrate`"
+            f"event store tables not found ({exc.diag.message_primary}); run `eventstore migrate`"
         ) from exc
     except psycopg_pool.PoolTimeout as exc:
         raise DatabaseUnavailableError(f"no database connection in time: {exc}") from exc

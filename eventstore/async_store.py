@@ -114,6 +114,8 @@ class AsyncPostgresEventStore:
 
     async def _open_pool(self) -> psycopg_pool.AsyncConnectionPool[Any]:
         min_size, max_size = self._pool_sizes
+        if self._url is None:
+            raise ConfigurationError("this store was given a pool, which has been closed")
         pool = psycopg_pool.AsyncConnectionPool(
             self._url,
             min_size=min_size,

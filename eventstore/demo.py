@@ -136,12 +136,18 @@ def run_demo(url: str, *, schema: str, writers: int, accounts: int) -> None:
     appended = ledger.stats["appends"] + accounts
     ok = read_count == appended and all(balances[a] == ledger.expected[a] for a in names)
     print(f"demo run {run}: {writers} concurrent writers on {accounts} accounts")
-    print(f"  appended   {appended:>7,} events ({ledger.stats['appends']:,} commands "
-          f"in {write_s:.2f} s, {ledger.stats['appends'] / write_s:,.0f} commands/s)")
+    print(
+        f"  appended   {appended:>7,} events ({ledger.stats['appends']:,} commands "
+        f"in {write_s:.2f} s, {ledger.stats['appends'] / write_s:,.0f} commands/s)"
+    )
     print(f"  conflicts  {ledger.stats['conflicts']:>7,} WrongExpectedVersionError, each retried")
-    print(f"  read back  {read_count:>7,} typed events from {accounts} streams "
-          f"in {read_s:.2f} s ({read_count / read_s:,.0f} events/s, async)")
-    print(f"  check      {'OK' if ok else 'MISMATCH'}: every acknowledged append is in the log, "
-          "balances match")
+    print(
+        f"  read back  {read_count:>7,} typed events from {accounts} streams "
+        f"in {read_s:.2f} s ({read_count / read_s:,.0f} events/s, async)"
+    )
+    print(
+        f"  check      {'OK' if ok else 'MISMATCH'}: every acknowledged append is in the log, "
+        "balances match"
+    )
     if not ok:
         raise SystemExit(1)

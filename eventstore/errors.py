@@ -119,9 +119,7 @@ class WrongExpectedVersionError(ConcurrencyError):
 
     def __init__(self, stream_id: str, expected: object, actual: int | None) -> None:
         actual_text = "no stream" if actual is None else f"version {actual}"
-        super().__init__(
-            f"stream {stream_id!r}: expected {expected}, but it is at {actual_text}"
-        )
+        super().__init__(f"stream {stream_id!r}: expected {expected}, but it is at {actual_text}")
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual

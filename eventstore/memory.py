@@ -70,8 +70,18 @@ class InMemoryEventStore:
         written = []
         for n, e in enumerate(plan.events, start=1):
             self._position += 1
-            row = (self._position, plan.stream_id, version + n, e.event_id, e.event_type,
-                   e.schema_version, e.data, e.metadata, now, self._transaction)
+            row = (
+                self._position,
+                plan.stream_id,
+                version + n,
+                e.event_id,
+                e.event_type,
+                e.schema_version,
+                e.data,
+                e.metadata,
+                now,
+                self._transaction,
+            )
             stream.append(row)
             self._by_id[e.event_id] = row
             written.append((row[0], row[2], row[9]))
@@ -154,8 +164,12 @@ class AsyncInMemoryEventStore:
     ) -> AppendResult:
         """Appends events if the stream is at ``expected_version``."""
         return self.sync.append(
-            stream_id, events, expected_version=expected_version, metadata=metadata,
-            event_ids=event_ids, conn=conn,
+            stream_id,
+            events,
+            expected_version=expected_version,
+            metadata=metadata,
+            event_ids=event_ids,
+            conn=conn,
         )
 
     async def stream_info(self, stream_id: str, *, conn: object = None) -> StreamInfo:

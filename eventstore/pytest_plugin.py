@@ -76,7 +76,7 @@ def find_server(stack: ExitStack) -> tuple[str | None, str]:
     if _docker_answers():
         try:
             return _from_testcontainers(stack), "testcontainers"
-        except Exception as exc:  # noqa: BLE001 - any failure moves on to the next source
+        except Exception as exc:  # any failure moves on to the next source
             docker_error = f"testcontainers failed: {exc}"
         else:  # pragma: no cover
             docker_error = ""
@@ -84,14 +84,14 @@ def find_server(stack: ExitStack) -> tuple[str | None, str]:
         docker_error = "no Docker engine"
     try:
         return _from_embedded(), "embedded"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return None, (
             f"no Postgres for the tests: set EVENTSTORE_TEST_DATABASE_URL; {docker_error}; "
             f"embedded server unavailable ({exc})"
         )
 
 
-def _admin_execute(url: str, statement: sql.Composable) -> None:
+def _admin_execute(url: str, statement: sql.Composed) -> None:
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         conn.execute(statement)
 

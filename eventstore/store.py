@@ -113,6 +113,8 @@ class PostgresEventStore:
 
     def _open_pool(self) -> psycopg_pool.ConnectionPool[Any]:
         min_size, max_size = self._pool_sizes
+        if self._url is None:
+            raise ConfigurationError("this store was given a pool, which has been closed")
         pool = psycopg_pool.ConnectionPool(
             self._url,
             min_size=min_size,

@@ -18,12 +18,17 @@ TARGET = ROOT / "eventstore" / "store.py"
 
 # Ordered: longer names first so that prefixes do not shadow them.
 REPLACEMENTS = [
-    (r'"""The Postgres event store for asyncio code\.', '"""The Postgres event store for threaded and plain synchronous code.'),
-    (r"This module is the single source of truth for the Postgres I/O shell: `eventstore/store.py`\n"
-     r"is generated from it by `tools/async_to_sync.py`, and the test suite fails when the two\n"
-     r"drift\.",
-     "GENERATED from `eventstore/async_store.py` by `tools/async_to_sync.py`: do not edit;\n"
-     "change the async module and regenerate."),
+    (
+        r'"""The Postgres event store for asyncio code\.',
+        '"""The Postgres event store for threaded and plain synchronous code.',
+    ),
+    (
+        r"This module is the single source of truth for the Postgres I/O shell: `eventstore/store.py`\n"
+        r"is generated from it by `tools/async_to_sync.py`, and the test suite fails when the two\n"
+        r"drift\.",
+        "GENERATED from `eventstore/async_store.py` by `tools/async_to_sync.py`: do not edit;\n"
+        "change the async module and regenerate.",
+    ),
     (r"\bAsyncPostgresEventStore\b", "PostgresEventStore"),
     (r"\bAsyncConnectionPool\b", "ConnectionPool"),
     (r"\bAsyncConnectionLike\b", "SyncConnectionLike"),
@@ -49,13 +54,30 @@ def generate() -> str:
         text = re.sub(pattern, replacement, text, flags=re.MULTILINE)
     fmt = [sys.executable, "-m", "ruff"]
     text = subprocess.run(
-        [*fmt, "check", "--fix-only", "--select", "I,F401", "--quiet", "--stdin-filename",
-         str(TARGET), "-"],
-        input=text, capture_output=True, text=True, check=True, cwd=ROOT,
+        [
+            *fmt,
+            "check",
+            "--fix-only",
+            "--select",
+            "I,F401",
+            "--quiet",
+            "--stdin-filename",
+            str(TARGET),
+            "-",
+        ],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     ).stdout
     return subprocess.run(
         [*fmt, "format", "--stdin-filename", str(TARGET), "-"],
-        input=text, capture_output=True, text=True, check=True, cwd=ROOT,
+        input=text,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     ).stdout
 
 

@@ -116,9 +116,14 @@ def test_store_transaction_appends_several_streams_atomically(
         a = postgres_event_store.append("a", DEP, conn=tx)
         b = postgres_event_store.append("b", [DEP, DEP], conn=tx)
     assert a.transaction_id == b.transaction_id
-    with pytest.raises(WrongExpectedVersionError), postgres_event_store.transaction() as tx:
-        postgres_event_store.append("c", DEP, conn=tx)
-        postgres_event_store.append("a", DEP, expected_version=5, conn=tx)
+
+    def two_appends_one_failing() -> None:
+        with postgres_event_store.transaction() as tx:
+            postgres_event_store.append("c", DEP, conn=tx)
+            postgres_event_store.append("a", DEP, expected_version=5, conn=tx)
+
+    with pytest.raises(WrongExpectedVersionError):
+        two_appends_one_failing()
     assert not postgres_event_store.stream_info("c").exists
     assert postgres_event_store.stream_info("a").version == 1
 

@@ -98,7 +98,9 @@ def test_any_appends_whatever_the_version(store: EventStore) -> None:
 
 
 @pytest.mark.parametrize("expected", [NO_STREAM, ANY, 0])
-def test_retrying_an_append_returns_the_original_result(store: EventStore, expected: object) -> None:
+def test_retrying_an_append_returns_the_original_result(
+    store: EventStore, expected: object
+) -> None:
     ids = [uuid.uuid4(), uuid.uuid4()]
     first = store.append("acc-1", [dep(1), dep(2)], expected_version=expected, event_ids=ids)
     again = store.append("acc-1", [dep(1), dep(2)], expected_version=expected, event_ids=ids)
