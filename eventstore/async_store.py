@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from uuid import UUID
 
 import psycopg
 import psycopg_pool
+import tenacity
 
 from eventstore import _core, _sql
 from eventstore._connections import (
@@ -28,12 +29,14 @@ from eventstore._connections import (
     unwrap_async_connection,
 )
 from eventstore._core import ANY, AppendPlan, AppendResult, StreamInfo
-from eventstore.errors import ConfigurationError, DuplicateEventIdError
+from eventstore.errors import ConfigurationError, DatabaseUnavailableError, DuplicateEventIdError
 from eventstore.events import Event, EventMetadata, EventRegistry, RawRecordedEvent, RecordedEvent
 from eventstore.schema import DEFAULT_SCHEMA
 from eventstore.settings import database_url_from_env
 
 __all__ = ["AsyncPostgresEventStore"]
+
+T = TypeVar("T")
 
 
 class AsyncPostgresEventStore:
@@ -57,6 +60,7 @@ class AsyncPostgresEventStore:
         max_size: int = 10,
         connect_timeout: float = 5.0,
         page_size: int = 1000,
+        reconnect_attempts: int = 4,
     ) -> None:
         if page_size < 1:
             raise ConfigurationError("page_size must be >= 1")
@@ -75,6 +79,7 @@ class AsyncPostgresEventStore:
         self._pool_sizes = (min_size, max_size)
         self._connect_timeout = connect_timeout
         self._page_size = page_size
+        self._reconnect_attempts = max(1, reconnect_attempts)
         self._lock = asyncio.Lock()
 
     @property
@@ -135,17 +140,30 @@ class AsyncPostgresEventStore:
             raise
         return pool
 
-    @asynccontextmanager
-    async def _connection(
-        self, conn: AsyncConnectionLike | None
-    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        if conn is not None:
-            yield await unwrap_async_connection(conn)
-            return
+    async def _on_own_connection(
+        self, operation: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+    ) -> T:
+        """Runs an idempotent operation on a pooled connection, retrying on connection loss.
+
+        After a Postgres restart every idle pooled connection is dead; checking the pool
+        between attempts discards them instead of failing once per stale connection.
+        """
         pool = await self._ensure_pool()
-        with translated_errors():
-            async with pool.connection() as own:
-                yield own
+        async for attempt in tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(DatabaseUnavailableError),
+            stop=tenacity.stop_after_attempt(self._reconnect_attempts),
+            wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    with translated_errors():
+                        async with pool.connection() as own:
+                            return await operation(own)
+                except DatabaseUnavailableError:
+                    await pool.check()
+                    raise
+        raise AssertionError("unreachable: tenacity reraises the last error")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -153,10 +171,10 @@ class AsyncPostgresEventStore:
 
         Pass it as ``conn`` to append to several streams atomically.
         """
-        async with self._connection(None) as own:
-            with translated_errors():
-                async with own.transaction():
-                    yield own
+        pool = await self._ensure_pool()
+        with translated_errors():
+            async with pool.connection() as own, own.transaction():
+                yield own
 
     async def _fetch(
         self, conn: psycopg.AsyncConnection[Any], query: bytes, params: Mapping[str, Any]
@@ -164,6 +182,13 @@ class AsyncPostgresEventStore:
         with translated_errors(params.get("stream_id")):
             cur = await conn.execute(query, params)
             return await cur.fetchall()
+
+    async def _query(
+        self, conn: AsyncConnectionLike | None, query: bytes, params: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        if conn is not None:
+            return await self._fetch(await unwrap_async_connection(conn), query, params)
+        return await self._on_own_connection(lambda c: self._fetch(c, query, params))
 
     async def append(
         self,
@@ -183,19 +208,27 @@ class AsyncPostgresEventStore:
         plan = _core.plan_append(
             self._registry, stream_id, events, expected_version, metadata, event_ids
         )
-        async with self._connection(conn) as c:
-            try:
-                rows = await self._fetch(c, self._append_statement(plan), plan.params())
-            except DuplicateEventIdError:
-                # A concurrent append of the same ids won the race. In autocommit nothing of
-                # ours was written and the connection is usable; in a caller's transaction
-                # the transaction is aborted, so the caller must retry it.
-                if conn is not None:
-                    raise
-                rows = []
-            if rows:
-                return _core.result_from_rows(plan, rows)
-            return await self._resolve_refused(c, plan)
+        if conn is not None:
+            return await self._append_on(await unwrap_async_connection(conn), plan, own=False)
+        # Retrying on our own connection is safe even when a lost reply hides a commit: the
+        # retry carries the same event ids, so it returns the original result.
+        return await self._on_own_connection(lambda c: self._append_on(c, plan, own=True))
+
+    async def _append_on(
+        self, conn: psycopg.AsyncConnection[Any], plan: AppendPlan, *, own: bool
+    ) -> AppendResult:
+        try:
+            rows = await self._fetch(conn, self._append_statement(plan), plan.params())
+        except DuplicateEventIdError:
+            # A concurrent append of the same ids won the race. In autocommit nothing of
+            # ours was written and the connection is usable; in a caller's transaction
+            # the transaction is aborted, so the caller must retry it.
+            if not own:
+                raise
+            rows = []
+        if rows:
+            return _core.result_from_rows(plan, rows)
+        return await self._resolve_refused(conn, plan)
 
     def _append_statement(self, plan: AppendPlan) -> bytes:
         s = self._statements
@@ -221,8 +254,7 @@ class AsyncPostgresEventStore:
     ) -> StreamInfo:
         """Returns whether a stream exists and its current version."""
         stream_id = _core.validate_stream_id(stream_id)
-        async with self._connection(conn) as c:
-            rows = await self._fetch(c, self._statements.stream_version, {"stream_id": stream_id})
+        rows = await self._query(conn, self._statements.stream_version, {"stream_id": stream_id})
         if not rows:
             return StreamInfo(stream_id, exists=False, version=0)
         return StreamInfo(stream_id, exists=True, version=rows[0][0])
@@ -272,8 +304,7 @@ class AsyncPostgresEventStore:
             page = self._page_size if remaining is None else min(remaining, self._page_size)
             params = {"stream_id": stream_id, "version": version, "limit": page}
             # A connection per page: a slow consumer never holds a pooled connection.
-            async with self._connection(conn) as c:
-                rows = await self._fetch(c, query, params)
+            rows = await self._query(conn, query, params)
             for row in rows:
                 yield row
             if len(rows) < page:

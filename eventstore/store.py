@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from uuid import UUID
 
 import psycopg
 import psycopg_pool
+import tenacity
 
 from eventstore import _core, _sql
 from eventstore._connections import (
@@ -27,12 +28,14 @@ from eventstore._connections import (
     unwrap_connection,
 )
 from eventstore._core import ANY, AppendPlan, AppendResult, StreamInfo
-from eventstore.errors import ConfigurationError, DuplicateEventIdError
+from eventstore.errors import ConfigurationError, DatabaseUnavailableError, DuplicateEventIdError
 from eventstore.events import Event, EventMetadata, EventRegistry, RawRecordedEvent, RecordedEvent
 from eventstore.schema import DEFAULT_SCHEMA
 from eventstore.settings import database_url_from_env
 
 __all__ = ["PostgresEventStore"]
+
+T = TypeVar("T")
 
 
 class PostgresEventStore:
@@ -56,6 +59,7 @@ class PostgresEventStore:
         max_size: int = 10,
         connect_timeout: float = 5.0,
         page_size: int = 1000,
+        reconnect_attempts: int = 4,
     ) -> None:
         if page_size < 1:
             raise ConfigurationError("page_size must be >= 1")
@@ -74,6 +78,7 @@ class PostgresEventStore:
         self._pool_sizes = (min_size, max_size)
         self._connect_timeout = connect_timeout
         self._page_size = page_size
+        self._reconnect_attempts = max(1, reconnect_attempts)
         self._lock = threading.Lock()
 
     @property
@@ -134,15 +139,28 @@ class PostgresEventStore:
             raise
         return pool
 
-    @contextmanager
-    def _connection(self, conn: SyncConnectionLike | None) -> Iterator[psycopg.Connection[Any]]:
-        if conn is not None:
-            yield unwrap_connection(conn)
-            return
+    def _on_own_connection(self, operation: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Runs an idempotent operation on a pooled connection, retrying on connection loss.
+
+        After a Postgres restart every idle pooled connection is dead; checking the pool
+        between attempts discards them instead of failing once per stale connection.
+        """
         pool = self._ensure_pool()
-        with translated_errors():
-            with pool.connection() as own:
-                yield own
+        for attempt in tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(DatabaseUnavailableError),
+            stop=tenacity.stop_after_attempt(self._reconnect_attempts),
+            wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    with translated_errors():
+                        with pool.connection() as own:
+                            return operation(own)
+                except DatabaseUnavailableError:
+                    pool.check()
+                    raise
+        raise AssertionError("unreachable: tenacity reraises the last error")
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
@@ -150,10 +168,10 @@ class PostgresEventStore:
 
         Pass it as ``conn`` to append to several streams atomically.
         """
-        with self._connection(None) as own:
-            with translated_errors():
-                with own.transaction():
-                    yield own
+        pool = self._ensure_pool()
+        with translated_errors():
+            with pool.connection() as own, own.transaction():
+                yield own
 
     def _fetch(
         self, conn: psycopg.Connection[Any], query: bytes, params: Mapping[str, Any]
@@ -161,6 +179,13 @@ class PostgresEventStore:
         with translated_errors(params.get("stream_id")):
             cur = conn.execute(query, params)
             return cur.fetchall()
+
+    def _query(
+        self, conn: SyncConnectionLike | None, query: bytes, params: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        if conn is not None:
+            return self._fetch(unwrap_connection(conn), query, params)
+        return self._on_own_connection(lambda c: self._fetch(c, query, params))
 
     def append(
         self,
@@ -180,19 +205,27 @@ class PostgresEventStore:
         plan = _core.plan_append(
             self._registry, stream_id, events, expected_version, metadata, event_ids
         )
-        with self._connection(conn) as c:
-            try:
-                rows = self._fetch(c, self._append_statement(plan), plan.params())
-            except DuplicateEventIdError:
-                # A concurrent append of the same ids won the race. In autocommit nothing of
-                # ours was written and the connection is usable; in a caller's transaction
-                # the transaction is aborted, so the caller must retry it.
-                if conn is not None:
-                    raise
-                rows = []
-            if rows:
-                return _core.result_from_rows(plan, rows)
-            return self._resolve_refused(c, plan)
+        if conn is not None:
+            return self._append_on(unwrap_connection(conn), plan, own=False)
+        # Retrying on our own connection is safe even when a lost reply hides a commit: the
+        # retry carries the same event ids, so it returns the original result.
+        return self._on_own_connection(lambda c: self._append_on(c, plan, own=True))
+
+    def _append_on(
+        self, conn: psycopg.Connection[Any], plan: AppendPlan, *, own: bool
+    ) -> AppendResult:
+        try:
+            rows = self._fetch(conn, self._append_statement(plan), plan.params())
+        except DuplicateEventIdError:
+            # A concurrent append of the same ids won the race. In autocommit nothing of
+            # ours was written and the connection is usable; in a caller's transaction
+            # the transaction is aborted, so the caller must retry it.
+            if not own:
+                raise
+            rows = []
+        if rows:
+            return _core.result_from_rows(plan, rows)
+        return self._resolve_refused(conn, plan)
 
     def _append_statement(self, plan: AppendPlan) -> bytes:
         s = self._statements
@@ -214,8 +247,7 @@ class PostgresEventStore:
     def stream_info(self, stream_id: str, *, conn: SyncConnectionLike | None = None) -> StreamInfo:
         """Returns whether a stream exists and its current version."""
         stream_id = _core.validate_stream_id(stream_id)
-        with self._connection(conn) as c:
-            rows = self._fetch(c, self._statements.stream_version, {"stream_id": stream_id})
+        rows = self._query(conn, self._statements.stream_version, {"stream_id": stream_id})
         if not rows:
             return StreamInfo(stream_id, exists=False, version=0)
         return StreamInfo(stream_id, exists=True, version=rows[0][0])
@@ -265,8 +297,7 @@ class PostgresEventStore:
             page = self._page_size if remaining is None else min(remaining, self._page_size)
             params = {"stream_id": stream_id, "version": version, "limit": page}
             # A connection per page: a slow consumer never holds a pooled connection.
-            with self._connection(conn) as c:
-                rows = self._fetch(c, query, params)
+            rows = self._query(conn, query, params)
             for row in rows:
                 yield row
             if len(rows) < page:
