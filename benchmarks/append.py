@@ -82,7 +82,7 @@ class Settings:
     warmup: float
 
 
-FULL: Final = Settings(rounds=5, duration=1.0, warmup=0.3)
+FULL: Final = Settings(rounds=7, duration=0.9, warmup=0.3)
 QUICK: Final = Settings(rounds=3, duration=0.4, warmup=0.1)
 
 

@@ -71,13 +71,14 @@ def default_data_dir() -> Path:
     return Path.cwd() / ".eventstore" / "pgdata"
 
 
-def start_embedded_postgres(data_dir: Path | None = None) -> str:
+def start_embedded_postgres(data_dir: Path | None = None, *, port: int | None = None) -> str:
     """Starts the server on ``data_dir``, or reuses the one running there, and returns its URL.
 
     The URL (``postgresql://postgres:PASSWORD@127.0.0.1:PORT/postgres``) names a superuser
     that may create databases; give SQLAlchemy ``postgresql+psycopg://`` for psycopg 3.
     The first start on a new directory runs ``initdb``. The default directory is
-    ``default_data_dir()``.
+    ``default_data_dir()``. ``port`` asks for a given port instead of a free one (a
+    restart on the same port lets clients reconnect with the URL they hold).
     """
     pgdata = _resolve(data_dir)
     bin_dir = _bin_dir()
@@ -86,10 +87,10 @@ def start_embedded_postgres(data_dir: Path | None = None) -> str:
             account = _server_account(pgdata, bin_dir)
             if not (pgdata / "PG_VERSION").exists():
                 _initdb(bin_dir, pgdata, account)
-            port = _answering_port(pgdata)
-            if port is None:
-                port = _start(bin_dir, pgdata, account)
-            return _url(pgdata, port)
+            running = _answering_port(pgdata)
+            if running is None:
+                running = _start(bin_dir, pgdata, account, port)
+            return _url(pgdata, running)
     except PermissionError as exc:
         raise _no_access(pgdata, exc) from exc
 
@@ -210,12 +211,12 @@ def _initdb(bin_dir: Path, pgdata: Path, account: Account | None) -> None:
             os.fchown(secret.fileno(), *account)
 
 
-def _start(bin_dir: Path, pgdata: Path, account: Account | None) -> int:
-    """Starts the server on a free loopback port and returns the port."""
+def _start(bin_dir: Path, pgdata: Path, account: Account | None, wanted: int | None) -> int:
+    """Starts the server on ``wanted`` or a free loopback port and returns the port."""
     log = pgdata / _LOG_FILE
     output = tail = ""
     for _attempt in range(3):
-        port = _free_port()
+        port = wanted or _free_port()
         logged = log.stat().st_size if log.exists() else 0
         args = ["start", "-w", "-t", "60", "-D", str(pgdata), "-l", str(log), "-o", f"-p {port}"]
         code, output = _run(bin_dir / "pg_ctl", args, account)
