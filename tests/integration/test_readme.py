@@ -1,0 +1,16 @@
+"""The README's example runs as written (against a fresh database)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_example_runs(eventstore_database_url: str) -> None:
+    (block,) = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    code = block.replace("postgresql://localhost/app", eventstore_database_url)
+    namespace: dict[str, object] = {"__name__": "readme"}
+    exec(compile(code, str(README), "exec"), namespace)
+    assert namespace["balance"] == 15
