@@ -38,7 +38,7 @@ STORE_SCHEMA: Final = "eventstore"
 RAW_SCHEMA: Final = "raw"
 WRITER_COUNTS: Final = (1, 4, 16)
 BATCH_WRITER_COUNTS: Final = (1, 4)
-MAX_WRITERS: Final = max(WRITER_COUNTS)
+MAX_WRITERS: Final = max(*WRITER_COUNTS, *BATCH_WRITER_COUNTS)
 BATCH_SIZE: Final = 100
 LOAD_SIZE: Final = 1000
 LOAD_STREAM: Final = "load-0"
@@ -530,6 +530,12 @@ def raw_connections(url: str, count: int) -> Iterator[list[psycopg.Connection[An
             conn.close()
 
 
+def server_version(conn: psycopg.Connection[Any]) -> str:
+    """Returns the server's version string."""
+    row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "unknown"
+
+
 def progress(message: str) -> None:
     """Writes a progress line to stderr, keeping stdout for the results."""
     print(message, file=sys.stderr, flush=True)
@@ -543,16 +549,19 @@ def run_all(url: str, settings: Settings) -> tuple[list[Result], str]:
     upgrade(url)
     with psycopg.connect(url, autocommit=True) as control:
         create_raw_table(control)
-        server = str(control.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-        store = PostgresEventStore(
-            url, registry=REGISTRY, min_size=MAX_WRITERS, max_size=MAX_WRITERS
-        )
-        with store, raw_connections(url, MAX_WRITERS) as conns:
-            bench = Bench([StoreSide(store, control), RawSide(conns, control)], control)
-            results = []
+        server = server_version(control)
+        results = []
+        with raw_connections(url, MAX_WRITERS) as conns:
+            raw = RawSide(conns, control)
             for scenario in scenarios():
                 progress(f"measuring: {scenario.label}")
-                results.append(bench.measure(scenario, settings))
+                # A pool of exactly one connection per writer, as raw psycopg gets.
+                size = scenario.writers
+                with PostgresEventStore(
+                    url, registry=REGISTRY, min_size=size, max_size=size
+                ) as store:
+                    bench = Bench([StoreSide(store, control), raw], control)
+                    results.append(bench.measure(scenario, settings))
     return results, server
 
 

@@ -6,10 +6,20 @@ from eventstore._core import (
     STREAM_EXISTS,
     AppendResult,
     ExpectedVersion,
+    Snapshot,
     StreamInfo,
     StreamState,
 )
+from eventstore.aggregate import (
+    Aggregate,
+    AggregateError,
+    AggregateNotFoundError,
+    Decider,
+    applies,
+)
+from eventstore.async_repository import AsyncDeciderRepository, AsyncRepository
 from eventstore.async_store import AsyncPostgresEventStore
+from eventstore.context import current_metadata, message_context
 from eventstore.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -33,6 +43,7 @@ from eventstore.events import (
 )
 from eventstore.memory import AsyncInMemoryEventStore, InMemoryEventStore
 from eventstore.protocol import AsyncEventStore, EventStore
+from eventstore.repository import DeciderRepository, Repository
 from eventstore.schema import include_object, make_metadata, metadata
 from eventstore.store import PostgresEventStore
 
@@ -40,13 +51,20 @@ __all__ = [
     "ANY",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "Aggregate",
+    "AggregateError",
+    "AggregateNotFoundError",
     "AppendResult",
+    "AsyncDeciderRepository",
     "AsyncEventStore",
     "AsyncInMemoryEventStore",
     "AsyncPostgresEventStore",
+    "AsyncRepository",
     "ConcurrencyError",
     "ConfigurationError",
     "DatabaseUnavailableError",
+    "Decider",
+    "DeciderRepository",
     "DuplicateEventIdError",
     "Event",
     "EventMetadata",
@@ -60,14 +78,19 @@ __all__ = [
     "PostgresEventStore",
     "RawRecordedEvent",
     "RecordedEvent",
+    "Repository",
     "SchemaNotMigratedError",
+    "Snapshot",
     "StreamInfo",
     "StreamState",
     "UnknownEventTypeError",
     "UpcastError",
     "WrongExpectedVersionError",
+    "applies",
+    "current_metadata",
     "include_object",
     "make_metadata",
+    "message_context",
     "metadata",
     "uuid7",
 ]

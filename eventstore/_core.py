@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
+from eventstore.context import merged_metadata
 from eventstore.errors import (
     DuplicateEventIdError,
     InvalidEventError,
@@ -37,6 +38,7 @@ __all__ = [
     "STREAM_EXISTS",
     "AppendResult",
     "ExpectedVersion",
+    "Snapshot",
     "StreamInfo",
     "StreamState",
 ]
@@ -93,6 +95,21 @@ class StreamInfo:
     stream_id: str
     exists: bool
     version: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Holds an aggregate's encoded state as of a stream version."""
+
+    stream_id: str
+    version: int
+    state_type: str
+    schema_version: int
+    state: str
+
+    def params(self) -> dict[str, Any]:
+        """Returns the statement parameters."""
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -177,7 +194,7 @@ def plan_append(
     if len(batch) > MAX_EVENTS_PER_APPEND:
         raise InvalidEventError(f"at most {MAX_EVENTS_PER_APPEND} events per append")
     ids = _check_ids(event_ids, len(batch))
-    meta = encode_metadata(metadata)
+    meta = encode_metadata(merged_metadata(metadata))
     encoded = tuple(registry.encode(e, meta, i) for e, i in zip(batch, ids, strict=True))
     return AppendPlan(stream_id, expected, encoded, shard_key(stream_id))
 

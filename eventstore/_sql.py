@@ -87,6 +87,22 @@ READ_BACKWARD: Final = (
     "ORDER BY version DESC LIMIT %(limit)s"
 )
 
+# A snapshot only ever moves forward: an older one never overwrites a newer one.
+SAVE_SNAPSHOT: Final = (
+    "INSERT INTO {snapshots} AS s (stream_id, version, state_type, schema_version, state) "
+    "VALUES (%(stream_id)s, %(version)s, %(state_type)s, %(schema_version)s, %(state)s::jsonb) "
+    "ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, "
+    "state_type = EXCLUDED.state_type, schema_version = EXCLUDED.schema_version, "
+    "state = EXCLUDED.state, recorded_at = now() WHERE s.version < EXCLUDED.version"
+)
+
+LOAD_SNAPSHOT: Final = (
+    "SELECT stream_id, version, state_type, schema_version, state::text "
+    "FROM {snapshots} WHERE stream_id = %(stream_id)s"
+)
+
+DELETE_SNAPSHOT: Final = "DELETE FROM {snapshots} WHERE stream_id = %(stream_id)s"
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Statements:
@@ -100,6 +116,9 @@ class Statements:
     find_event_ids: bytes
     read_forward: bytes
     read_backward: bytes
+    save_snapshot: bytes
+    load_snapshot: bytes
+    delete_snapshot: bytes
 
 
 def render(schema: str) -> Statements:
@@ -107,6 +126,7 @@ def render(schema: str) -> Statements:
     names = {
         "streams": sql.Identifier(schema, "streams"),
         "events": sql.Identifier(schema, "events"),
+        "snapshots": sql.Identifier(schema, "snapshots"),
     }
 
     def build(template: str) -> bytes:
@@ -124,4 +144,7 @@ def render(schema: str) -> Statements:
         find_event_ids=build(FIND_EVENT_IDS),
         read_forward=build(READ_FORWARD),
         read_backward=build(READ_BACKWARD),
+        save_snapshot=build(SAVE_SNAPSHOT),
+        load_snapshot=build(LOAD_SNAPSHOT),
+        delete_snapshot=build(DELETE_SNAPSHOT),
     )

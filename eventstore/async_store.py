@@ -28,7 +28,7 @@ from eventstore._connections import (
     translated_errors,
     unwrap_async_connection,
 )
-from eventstore._core import ANY, AppendPlan, AppendResult, StreamInfo
+from eventstore._core import ANY, AppendPlan, AppendResult, Snapshot, StreamInfo
 from eventstore.errors import ConfigurationError, DatabaseUnavailableError, DuplicateEventIdError
 from eventstore.events import Event, EventMetadata, EventRegistry, RawRecordedEvent, RecordedEvent
 from eventstore.schema import DEFAULT_SCHEMA
@@ -177,18 +177,27 @@ class AsyncPostgresEventStore:
                 yield own
 
     async def _fetch(
-        self, conn: psycopg.AsyncConnection[Any], query: bytes, params: Mapping[str, Any]
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        query: bytes,
+        params: Mapping[str, Any],
+        rows: bool = True,
     ) -> list[tuple[Any, ...]]:
         with translated_errors(params.get("stream_id")):
             cur = await conn.execute(query, params)
-            return await cur.fetchall()
+            return await cur.fetchall() if rows else []
 
     async def _query(
-        self, conn: AsyncConnectionLike | None, query: bytes, params: Mapping[str, Any]
+        self,
+        conn: AsyncConnectionLike | None,
+        query: bytes,
+        params: Mapping[str, Any],
+        *,
+        rows: bool = True,
     ) -> list[tuple[Any, ...]]:
         if conn is not None:
-            return await self._fetch(await unwrap_async_connection(conn), query, params)
-        return await self._on_own_connection(lambda c: self._fetch(c, query, params))
+            return await self._fetch(await unwrap_async_connection(conn), query, params, rows)
+        return await self._on_own_connection(lambda c: self._fetch(c, query, params, rows))
 
     async def append(
         self,
@@ -259,6 +268,27 @@ class AsyncPostgresEventStore:
             return StreamInfo(stream_id, exists=False, version=0)
         return StreamInfo(stream_id, exists=True, version=rows[0][0])
 
+    async def save_snapshot(
+        self, snapshot: Snapshot, *, conn: AsyncConnectionLike | None = None
+    ) -> None:
+        """Stores a snapshot unless a newer one for the stream is already stored."""
+        await self._query(conn, self._statements.save_snapshot, snapshot.params(), rows=False)
+
+    async def load_snapshot(
+        self, stream_id: str, *, conn: AsyncConnectionLike | None = None
+    ) -> Snapshot | None:
+        """Returns the stream's latest snapshot, or None."""
+        params = {"stream_id": _core.validate_stream_id(stream_id)}
+        rows = await self._query(conn, self._statements.load_snapshot, params)
+        return Snapshot(*rows[0]) if rows else None
+
+    async def delete_snapshot(
+        self, stream_id: str, *, conn: AsyncConnectionLike | None = None
+    ) -> None:
+        """Removes the stream's snapshot; loading then replays the whole stream."""
+        params = {"stream_id": _core.validate_stream_id(stream_id)}
+        await self._query(conn, self._statements.delete_snapshot, params, rows=False)
+
     async def read_stream(
         self,
         stream_id: str,
@@ -302,13 +332,15 @@ class AsyncPostgresEventStore:
         query = self._statements.read_forward if forward else self._statements.read_backward
         while remaining is None or remaining > 0:
             page = self._page_size if remaining is None else min(remaining, self._page_size)
-            params = {"stream_id": stream_id, "version": version, "limit": page}
+            # One row more than the page tells whether another page follows, so a stream
+            # that ends exactly at a page boundary costs no empty extra query.
+            params = {"stream_id": stream_id, "version": version, "limit": page + 1}
             # A connection per page: a slow consumer never holds a pooled connection.
             rows = await self._query(conn, query, params)
-            for row in rows:
+            for row in rows[:page]:
                 yield row
-            if len(rows) < page:
+            if len(rows) <= page:
                 return
-            version = rows[-1][2] + (1 if forward else -1)
+            version = rows[page][2]
             if remaining is not None:
-                remaining -= len(rows)
+                remaining -= page

@@ -9,7 +9,15 @@ from typing import Any
 from uuid import UUID
 
 from eventstore import _core
-from eventstore._core import ANY, AppendPlan, AppendResult, ExpectedVersion, RawRow, StreamInfo
+from eventstore._core import (
+    ANY,
+    AppendPlan,
+    AppendResult,
+    ExpectedVersion,
+    RawRow,
+    Snapshot,
+    StreamInfo,
+)
 from eventstore.errors import ConfigurationError
 from eventstore.events import Event, EventMetadata, EventRegistry, RawRecordedEvent, RecordedEvent
 
@@ -29,6 +37,7 @@ class InMemoryEventStore:
         self._by_id: dict[UUID, RawRow] = {}
         self._position = 0
         self._transaction = 0
+        self._snapshots: dict[str, Snapshot] = {}
         self._lock = threading.Lock()
 
     @property
@@ -94,6 +103,24 @@ class InMemoryEventStore:
         with self._lock:
             version = len(self._streams.get(stream_id, ()))
         return StreamInfo(stream_id, exists=version > 0, version=version)
+
+    def save_snapshot(self, snapshot: Snapshot, *, conn: object = None) -> None:
+        """Stores a snapshot unless a newer one for the stream is already stored."""
+        _refuse_connection(conn)
+        with self._lock:
+            known = self._snapshots.get(snapshot.stream_id)
+            if known is None or known.version < snapshot.version:
+                self._snapshots[snapshot.stream_id] = snapshot
+
+    def load_snapshot(self, stream_id: str, *, conn: object = None) -> Snapshot | None:
+        """Returns the stream's latest snapshot, or None."""
+        _refuse_connection(conn)
+        return self._snapshots.get(_core.validate_stream_id(stream_id))
+
+    def delete_snapshot(self, stream_id: str, *, conn: object = None) -> None:
+        """Removes the stream's snapshot."""
+        _refuse_connection(conn)
+        self._snapshots.pop(_core.validate_stream_id(stream_id), None)
 
     def read_stream(
         self,
@@ -175,6 +202,18 @@ class AsyncInMemoryEventStore:
     async def stream_info(self, stream_id: str, *, conn: object = None) -> StreamInfo:
         """Returns whether a stream exists and its current version."""
         return self.sync.stream_info(stream_id, conn=conn)
+
+    async def save_snapshot(self, snapshot: Snapshot, *, conn: object = None) -> None:
+        """Stores a snapshot unless a newer one for the stream is already stored."""
+        self.sync.save_snapshot(snapshot, conn=conn)
+
+    async def load_snapshot(self, stream_id: str, *, conn: object = None) -> Snapshot | None:
+        """Returns the stream's latest snapshot, or None."""
+        return self.sync.load_snapshot(stream_id, conn=conn)
+
+    async def delete_snapshot(self, stream_id: str, *, conn: object = None) -> None:
+        """Removes the stream's snapshot."""
+        self.sync.delete_snapshot(stream_id, conn=conn)
 
     async def read_stream(
         self,

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
-from eventstore._core import AppendResult, ExpectedVersion, StreamInfo
+from eventstore._core import AppendResult, ExpectedVersion, Snapshot, StreamInfo
 from eventstore.events import Event, EventMetadata, EventRegistry, RawRecordedEvent, RecordedEvent
 
 __all__ = ["AsyncEventStore", "EventStore"]
@@ -26,9 +26,14 @@ class EventStore(Protocol):
         expected_version: ExpectedVersion = ...,
         metadata: EventMetadata | Mapping[str, Any] | None = None,
         event_ids: Sequence[UUID] | None = None,
+        conn: Any = None,
     ) -> AppendResult: ...
 
-    def stream_info(self, stream_id: str) -> StreamInfo: ...
+    def stream_info(self, stream_id: str, *, conn: Any = None) -> StreamInfo: ...
+
+    def save_snapshot(self, snapshot: Snapshot, *, conn: Any = None) -> None: ...
+
+    def load_snapshot(self, stream_id: str, *, conn: Any = None) -> Snapshot | None: ...
 
     def read_stream(
         self,
@@ -37,6 +42,7 @@ class EventStore(Protocol):
         direction: str = "forward",
         from_version: int | None = None,
         limit: int | None = None,
+        conn: Any = None,
     ) -> Iterator[RecordedEvent[Event]]: ...
 
     def read_stream_raw(
@@ -46,6 +52,7 @@ class EventStore(Protocol):
         direction: str = "forward",
         from_version: int | None = None,
         limit: int | None = None,
+        conn: Any = None,
     ) -> Iterator[RawRecordedEvent]: ...
 
 
@@ -63,9 +70,14 @@ class AsyncEventStore(Protocol):
         expected_version: ExpectedVersion = ...,
         metadata: EventMetadata | Mapping[str, Any] | None = None,
         event_ids: Sequence[UUID] | None = None,
+        conn: Any = None,
     ) -> AppendResult: ...
 
-    async def stream_info(self, stream_id: str) -> StreamInfo: ...
+    async def stream_info(self, stream_id: str, *, conn: Any = None) -> StreamInfo: ...
+
+    async def save_snapshot(self, snapshot: Snapshot, *, conn: Any = None) -> None: ...
+
+    async def load_snapshot(self, stream_id: str, *, conn: Any = None) -> Snapshot | None: ...
 
     def read_stream(
         self,
@@ -74,6 +86,7 @@ class AsyncEventStore(Protocol):
         direction: str = "forward",
         from_version: int | None = None,
         limit: int | None = None,
+        conn: Any = None,
     ) -> AsyncIterator[RecordedEvent[Event]]: ...
 
     def read_stream_raw(
@@ -83,4 +96,5 @@ class AsyncEventStore(Protocol):
         direction: str = "forward",
         from_version: int | None = None,
         limit: int | None = None,
+        conn: Any = None,
     ) -> AsyncIterator[RawRecordedEvent]: ...

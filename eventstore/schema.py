@@ -79,6 +79,19 @@ def make_metadata(schema: str = DEFAULT_SCHEMA) -> sa.MetaData:
         sa.UniqueConstraint("event_id", name="events_event_id_key"),
         sa.UniqueConstraint("stream_id", "version", name="events_stream_id_version_key"),
     )
+    sa.Table(
+        "snapshots",
+        md,
+        sa.Column("stream_id", sa.Text, nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("state_type", sa.Text, nullable=False),
+        sa.Column("schema_version", sa.Integer, nullable=False),
+        sa.Column("state", postgresql.JSONB, nullable=False),
+        sa.Column(
+            "recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.PrimaryKeyConstraint("stream_id", name="snapshots_pkey"),
+    )
     return md
 
 

@@ -1,0 +1,226 @@
+"""Aggregates: state rebuilt from events, commands that record new ones.
+
+An aggregate is a pydantic model whose fields are its state (so a snapshot is its JSON),
+with one typed handler per event class::
+
+    class Account(Aggregate):
+        category: ClassVar[str] = "account"
+        balance: int = 0
+
+        @applies
+        def _deposited(self, event: Deposited) -> None:
+            self.balance += event.amount
+
+        def deposit(self, amount: int) -> None:
+            if amount <= 0:
+                raise ValueError("amount must be positive")
+            self.record(Deposited(amount=amount))
+
+mypy checks each handler's body against its event class. The functional style
+(`decide`/`evolve`) is in `Decider`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+
+from eventstore._core import Snapshot, validate_stream_id
+from eventstore.errors import EventStoreError
+from eventstore.events import Event, RecordedEvent
+
+__all__ = [
+    "Aggregate",
+    "AggregateError",
+    "AggregateNotFoundError",
+    "Decider",
+    "applies",
+]
+
+A = TypeVar("A", bound="Aggregate")
+E = TypeVar("E", bound=Event)
+S = TypeVar("S")
+C_contra = TypeVar("C_contra", contravariant=True)
+Handler = Callable[[Any, Any], None]
+
+
+class AggregateError(EventStoreError):
+    """Reports an aggregate that cannot apply an event (no handler for its class)."""
+
+
+class AggregateNotFoundError(EventStoreError, LookupError):
+    """Reports that no stream exists for the aggregate id."""
+
+    def __init__(self, aggregate: str, aggregate_id: str) -> None:
+        super().__init__(f"{aggregate} {aggregate_id!r} not found")
+        self.aggregate = aggregate
+        self.aggregate_id = aggregate_id
+
+
+@overload
+def applies(fn: Callable[[A, E], None], /) -> Callable[[A, E], None]: ...
+
+
+@overload
+def applies(
+    event_class: type[Event], /
+) -> Callable[[Callable[[A, E], None]], Callable[[A, E], None]]: ...
+
+
+def applies(target: Any, /) -> Any:
+    """Marks a method as the handler of one event class (read from its annotation or given).
+
+    ``@applies`` reads the class from the event parameter's annotation; ``@applies(Cls)``
+    names it explicitly (needed for event classes defined inside functions).
+    """
+    if isinstance(target, type):
+
+        def mark(fn: Callable[[A, E], None]) -> Callable[[A, E], None]:
+            fn.__eventstore_applies__ = target  # type: ignore[attr-defined]
+            return fn
+
+        return mark
+    target.__eventstore_applies__ = None
+    return target
+
+
+def _event_class_of(fn: Callable[..., None]) -> type[Event]:
+    explicit = getattr(fn, "__eventstore_applies__", None)
+    if explicit is not None:
+        return typing.cast(type[Event], explicit)
+    params = list(inspect.signature(fn).parameters)
+    if len(params) != 2:
+        raise TypeError(f"@applies handler {fn.__qualname__} must take (self, event)")
+    hint = typing.get_type_hints(fn).get(params[1])
+    if not (isinstance(hint, type) and issubclass(hint, Event)):
+        raise TypeError(
+            f"@applies handler {fn.__qualname__}: annotate the event parameter with an "
+            "Event class, or use @applies(EventClass)"
+        )
+    return hint
+
+
+class Aggregate(BaseModel):
+    """Holds one consistency boundary: state from its events, new events from commands.
+
+    Subclasses declare ``category`` (the stream id is ``"{category}-{id}"``) and, when their
+    fields change shape, bump ``snapshot_version`` so that older snapshots are ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    category: ClassVar[str]
+    snapshot_version: ClassVar[int] = 1
+    __handlers__: ClassVar[dict[type[Event], Handler]] = {}
+
+    id: str
+    _version: int = PrivateAttr(default=0)
+    _pending: list[Event] = PrivateAttr(default_factory=list)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        handlers: dict[type[Event], Handler] = {}
+        for klass in reversed(cls.__mro__):
+            for value in vars(klass).values():
+                if callable(value) and hasattr(value, "__eventstore_applies__"):
+                    handlers[_event_class_of(value)] = value
+        cls.__handlers__ = handlers
+
+    @classmethod
+    def stream_id_for(cls, aggregate_id: str) -> str:
+        """Returns the stream id of the aggregate with this id."""
+        category = cls.__dict__.get("category") or getattr(cls, "category", None)
+        if not category:
+            raise AggregateError(f"{cls.__qualname__} must declare `category: ClassVar[str]`")
+        return validate_stream_id(f"{category}-{aggregate_id}")
+
+    @property
+    def stream_id(self) -> str:
+        """Returns this aggregate's stream id."""
+        return self.stream_id_for(self.id)
+
+    @property
+    def version(self) -> int:
+        """Returns the stream version this aggregate was loaded or last saved at."""
+        return self._version
+
+    @property
+    def pending_events(self) -> tuple[Event, ...]:
+        """Returns the events recorded by commands and not saved yet."""
+        return tuple(self._pending)
+
+    def record(self, event: Event) -> None:
+        """Applies a new event to the state and keeps it for the next save."""
+        self._apply(event)
+        self._pending.append(event)
+
+    def _apply(self, event: Event) -> None:
+        handler = self.__handlers__.get(type(event))
+        if handler is None:
+            raise AggregateError(
+                f"{type(self).__qualname__} has no @applies handler for {type(event).__qualname__}"
+            )
+        handler(self, event)
+
+    def replay(self, recorded: RecordedEvent[Event]) -> None:
+        """Applies a stored event while loading."""
+        self._apply(recorded.data)
+        self._version = recorded.version
+
+    def mark_saved(self, version: int) -> None:
+        """Forgets the pending events after a save that brought the stream to ``version``."""
+        self._pending.clear()
+        self._version = version
+
+    def to_snapshot(self) -> Snapshot:
+        """Encodes the state at the current version."""
+        return Snapshot(
+            stream_id=self.stream_id,
+            version=self._version,
+            state_type=type(self).__qualname__,
+            schema_version=type(self).snapshot_version,
+            state=self.model_dump_json(),
+        )
+
+    @classmethod
+    def from_snapshot(cls: type[A], snapshot: Snapshot) -> A | None:
+        """Restores the state from a snapshot, or returns None when it is not usable."""
+        if snapshot.schema_version != cls.snapshot_version:
+            return None
+        try:
+            aggregate = cls.model_validate_json(snapshot.state)
+        except ValidationError:
+            return None
+        aggregate._version = snapshot.version
+        return aggregate
+
+    @classmethod
+    def from_events(cls: type[A], aggregate_id: str, events: Sequence[Event]) -> A:
+        """Rebuilds an aggregate from plain events (versions 1..n), e.g. in tests."""
+        aggregate = cls.blank(aggregate_id)
+        for event in events:
+            aggregate._apply(event)
+        aggregate._version = len(events)
+        return aggregate
+
+    @classmethod
+    def blank(cls: type[A], aggregate_id: str) -> A:
+        """Returns the aggregate before its first event (override for custom defaults)."""
+        return cls(id=aggregate_id)
+
+
+class Decider(Protocol, Generic[C_contra, S]):
+    """Describes a functional aggregate: ``decide(command, state)`` and ``evolve``."""
+
+    category: str
+
+    def initial_state(self) -> S: ...
+
+    def decide(self, command: C_contra, state: S) -> Sequence[Event]: ...
+
+    def evolve(self, state: S, event: Event) -> S: ...

@@ -1,0 +1,190 @@
+"""Repositories for asyncio code: load aggregates, save new events, retry commands.
+
+This module is the single source of truth for the repositories: `eventstore/repository.py`
+is generated from it by `tools/async_to_sync.py`, and the test suite fails when the two
+drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+import tenacity
+
+from eventstore._core import NO_STREAM, AppendResult, StreamInfo
+from eventstore.aggregate import Aggregate, AggregateNotFoundError, Decider
+from eventstore.errors import ConfigurationError, WrongExpectedVersionError
+from eventstore.events import Event, EventMetadata
+from eventstore.protocol import AsyncEventStore
+
+__all__ = ["AsyncDeciderRepository", "AsyncRepository"]
+
+A = TypeVar("A", bound=Aggregate)
+C = TypeVar("C")
+S = TypeVar("S")
+R = TypeVar("R")
+
+
+def _retrying(attempts: int) -> tenacity.AsyncRetrying:
+    """Retries on a concurrent writer: bounded, exponential backoff with full jitter."""
+    return tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(WrongExpectedVersionError),
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_random_exponential(multiplier=0.002, max=0.1),
+        reraise=True,
+    )
+
+
+class AsyncRepository(Generic[A]):
+    """Loads and saves one aggregate class through an event store.
+
+    With ``snapshot_every=N`` a snapshot is written whenever a save crosses a multiple of
+    N; loading then reads the snapshot and only the tail of the stream. A snapshot whose
+    ``snapshot_version`` differs from the class's, or that no longer validates, is ignored.
+    """
+
+    def __init__(
+        self,
+        store: AsyncEventStore,
+        aggregate: type[A],
+        *,
+        snapshot_every: int | None = None,
+        attempts: int = 10,
+    ) -> None:
+        if snapshot_every is not None and snapshot_every < 1:
+            raise ConfigurationError("snapshot_every must be >= 1")
+        if attempts < 1:
+            raise ConfigurationError("attempts must be >= 1")
+        aggregate.stream_id_for("probe")  # fails early when the class has no category
+        self.store = store
+        self.aggregate = aggregate
+        self.snapshot_every = snapshot_every
+        self.attempts = attempts
+
+    async def get_or_none(self, aggregate_id: str, *, conn: Any = None) -> A | None:
+        """Returns the aggregate rebuilt from its snapshot and events, or None."""
+        stream_id = self.aggregate.stream_id_for(aggregate_id)
+        aggregate = await self._from_snapshot(stream_id, conn)
+        start = 1 if aggregate is None else aggregate.version + 1
+        if aggregate is None:
+            aggregate = self.aggregate.blank(aggregate_id)
+        async for recorded in self.store.read_stream(stream_id, from_version=start, conn=conn):
+            aggregate.replay(recorded)
+        return aggregate if aggregate.version > 0 else None
+
+    async def get(self, aggregate_id: str, *, conn: Any = None) -> A:
+        """Returns the aggregate; raises `AggregateNotFoundError` when it has no events."""
+        aggregate = await self.get_or_none(aggregate_id, conn=conn)
+        if aggregate is None:
+            raise AggregateNotFoundError(self.aggregate.__qualname__, aggregate_id)
+        return aggregate
+
+    async def _from_snapshot(self, stream_id: str, conn: Any) -> A | None:
+        if self.snapshot_every is None:
+            return None
+        snapshot = await self.store.load_snapshot(stream_id, conn=conn)
+        return None if snapshot is None else self.aggregate.from_snapshot(snapshot)
+
+    async def save(
+        self,
+        aggregate: A,
+        *,
+        metadata: EventMetadata | Mapping[str, Any] | None = None,
+        conn: Any = None,
+    ) -> AppendResult | None:
+        """Appends the pending events at the version the aggregate was loaded at.
+
+        Does nothing (returns None) when there are no pending events. Raises
+        `WrongExpectedVersionError` when another writer saved first.
+        """
+        events = aggregate.pending_events
+        if not events:
+            return None
+        expected = aggregate.version or NO_STREAM
+        result = await self.store.append(
+            aggregate.stream_id, events, expected_version=expected, metadata=metadata, conn=conn
+        )
+        previous = aggregate.version
+        aggregate.mark_saved(result.last_version)
+        if self._crosses_snapshot(previous, result.last_version):
+            await self.store.save_snapshot(aggregate.to_snapshot(), conn=conn)
+        return result
+
+    def _crosses_snapshot(self, before: int, after: int) -> bool:
+        every = self.snapshot_every
+        return every is not None and before // every != after // every
+
+    async def update(
+        self,
+        aggregate_id: str,
+        command: Callable[[A], object],
+        *,
+        create: bool = False,
+        metadata: EventMetadata | Mapping[str, Any] | None = None,
+        conn: Any = None,
+    ) -> A:
+        """Loads, runs ``command(aggregate)`` and saves, retrying on concurrent writers.
+
+        Each attempt reloads the aggregate. With ``create=True`` a missing aggregate starts
+        blank instead of raising `AggregateNotFoundError`. A command that raises saves
+        nothing.
+        """
+        async for attempt in _retrying(self.attempts):
+            with attempt:
+                aggregate = await self.get_or_none(aggregate_id, conn=conn)
+                if aggregate is None:
+                    if not create:
+                        raise AggregateNotFoundError(self.aggregate.__qualname__, aggregate_id)
+                    aggregate = self.aggregate.blank(aggregate_id)
+                command(aggregate)
+                await self.save(aggregate, metadata=metadata, conn=conn)
+                return aggregate
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+class AsyncDeciderRepository(Generic[C, S]):
+    """Runs commands through a `Decider`: fold the stream, decide, append, retry."""
+
+    def __init__(self, store: AsyncEventStore, decider: Decider[C, S], *, attempts: int = 10):
+        self.store = store
+        self.decider = decider
+        self.attempts = attempts
+
+    def stream_id_for(self, entity_id: str) -> str:
+        """Returns the stream id of an entity."""
+        return f"{self.decider.category}-{entity_id}"
+
+    async def load(self, entity_id: str, *, conn: Any = None) -> tuple[S, StreamInfo]:
+        """Returns the folded state and the stream's version."""
+        state = self.decider.initial_state()
+        stream_id = self.stream_id_for(entity_id)
+        version = 0
+        async for recorded in self.store.read_stream(stream_id, conn=conn):
+            state = self.decider.evolve(state, recorded.data)
+            version = recorded.version
+        return state, StreamInfo(stream_id, exists=version > 0, version=version)
+
+    async def handle(
+        self,
+        entity_id: str,
+        command: C,
+        *,
+        metadata: EventMetadata | Mapping[str, Any] | None = None,
+        conn: Any = None,
+    ) -> Sequence[Event]:
+        """Decides on the current state and appends the decided events; returns them."""
+        async for attempt in _retrying(self.attempts):
+            with attempt:
+                state, info = await self.load(entity_id, conn=conn)
+                events = list(self.decider.decide(command, state))
+                if events:
+                    await self.store.append(
+                        info.stream_id,
+                        events,
+                        expected_version=info.version or NO_STREAM,
+                        metadata=metadata,
+                        conn=conn,
+                    )
+                return events
+        raise AssertionError("unreachable: tenacity reraises the last error")
