@@ -68,30 +68,28 @@ def merged_metadata(
     return {**context, **given}
 
 
-_otel_trace: Any = None
+_propagator: Any = None
 
 
-def _trace_api() -> Any:
-    """Returns ``opentelemetry.trace`` or False, importing once (a failed import is slow)."""
-    global _otel_trace
-    if _otel_trace is None:
+def _w3c_propagator() -> Any:
+    """Returns OpenTelemetry's W3C trace-context propagator, or False (imported once)."""
+    global _propagator
+    if _propagator is None:
         try:
-            from opentelemetry import trace  # type: ignore[attr-defined,unused-ignore]
+            from opentelemetry.trace.propagation.tracecontext import (
+                TraceContextTextMapPropagator,
+            )
         except ImportError:
-            _otel_trace = False
+            _propagator = False
         else:
-            _otel_trace = trace
-    return _otel_trace
+            _propagator = TraceContextTextMapPropagator()
+    return _propagator
 
 
 def _current_traceparent() -> str | None:
-    trace = _trace_api()
-    if not trace:
+    propagator = _w3c_propagator()
+    if not propagator:
         return None
-    span_context = trace.get_current_span().get_span_context()
-    if not span_context.is_valid:
-        return None
-    return (
-        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
-        f"{int(span_context.trace_flags):02x}"
-    )
+    carrier: dict[str, str] = {}
+    propagator.inject(carrier)
+    return carrier.get("traceparent")

@@ -32,7 +32,8 @@ import pytest
 from alembic import command
 from alembic.util import CommandError
 
-from eventstore import Event, EventRegistry, PostgresEventStore
+import eventstore.migrate
+from eventstore import Event, EventRegistry, PostgresEventStore, make_metadata
 from eventstore.pytest_plugin import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +56,8 @@ PROJECT_FILES = {
     TESTING_DOC: {"pyproject.toml", "accounts.py", "conftest.py", "test_accounts.py"},
 }
 APP_HEAD = "5f1c0a6b2d3e"
-EVENTSTORE_HEAD = "0001_event_log"
+(EVENTSTORE_HEAD,) = eventstore.migrate.head_revisions()
+REVISION_ID = re.compile(r"\b\d{4}_[a-z_]+\b")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +133,11 @@ def test_the_docs_exist() -> None:
 @pytest.mark.parametrize("doc", pages(), ids=name)
 def test_code_fences_are_labelled_and_start_the_line(doc: Path) -> None:
     text = doc.read_text(encoding="utf-8")
-    indented = [n for n, line in enumerate(text.splitlines(), 1) if line.lstrip() != line and line.lstrip().startswith("```")]
+    indented = [
+        n
+        for n, line in enumerate(text.splitlines(), 1)
+        if line.lstrip() != line and line.lstrip().startswith("```")
+    ]
     assert not indented, f"indented fences are not collected, lines {indented}"
     unknown = [(b.line - 1, b.language) for b in parse(doc) if b.language not in LANGUAGES]
     assert not unknown, f"fences need one of {sorted(LANGUAGES)}: {unknown}"
@@ -142,6 +148,17 @@ def test_relative_links_point_at_existing_pages(doc: Path) -> None:
     targets = [t for t in LINK.findall(doc.read_text(encoding="utf-8")) if "://" not in t]
     missing = [t for t in targets if not (doc.parent / t).resolve().exists()]
     assert not missing
+
+
+@pytest.mark.parametrize("doc", pages(), ids=name)
+def test_shown_command_output_names_the_current_migration_heads(doc: Path) -> None:
+    shown = {
+        revision
+        for block in parse(doc)
+        if block.language in ("console", "text")
+        for revision in REVISION_ID.findall(block.code)
+    }
+    assert shown <= eventstore.migrate.head_revisions()
 
 
 def test_every_project_file_the_docs_show_is_exercised() -> None:
@@ -205,6 +222,10 @@ def app_versions(url: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+def event_store_tables(schema: str) -> set[str]:
+    return {table.name for table in make_metadata(schema).tables.values()}
+
+
 def tables(url: str, schema: str) -> set[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
@@ -246,7 +267,7 @@ def test_the_alembic_tree_upgrades_both_heads(
 
     assert app_versions(scratch_database) == {APP_HEAD, EVENTSTORE_HEAD}
     assert tables(scratch_database, "public") == {"alembic_version", "orders"}
-    assert tables(scratch_database, schema) == {"streams", "events"}
+    assert tables(scratch_database, schema) == event_store_tables(schema)
     assert_store_works(scratch_database, schema)
     command.check(config)  # raises when autogenerate would touch anything
 
@@ -308,7 +329,7 @@ def test_the_alembic_command_finds_the_revisions_of_an_installed_package(
     assert f"{EVENTSTORE_HEAD} (eventstore) (head)" in heads
     alembic_cli("-x", "eventstore_schema=billing_events", "upgrade", "heads")
     assert app_versions(scratch_database) == {APP_HEAD, EVENTSTORE_HEAD}
-    assert tables(scratch_database, "billing_events") == {"streams", "events"}
+    assert tables(scratch_database, "billing_events") == event_store_tables("billing_events")
     assert "No new upgrade operations detected" in alembic_cli(
         "-x", "eventstore_schema=billing_events", "check"
     )

@@ -1,0 +1,1 @@
+"""Example domains used by the docs, the demo and the tests."""

@@ -1,0 +1,210 @@
+"""Aggregates and deciders, in memory, through the shipped given/when/then kit."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
+
+import pytest
+
+from eventstore import (
+    Aggregate,
+    AggregateError,
+    AggregateNotFoundError,
+    DeciderRepository,
+    Event,
+    EventRegistry,
+    InMemoryEventStore,
+    applies,
+    message_context,
+)
+from eventstore.testing import given, given_decider, in_memory_repository
+from examples.bank import (
+    Account,
+    AccountClosed,
+    AccountIsClosed,
+    AccountOpened,
+    InsufficientFunds,
+    MoneyDeposited,
+    MoneyWithdrawn,
+    registry,
+)
+
+
+def test_a_deposit_records_money_deposited() -> None:
+    given(Account, AccountOpened(owner="ann")).when(lambda a: a.deposit(5, "r1")).then(
+        MoneyDeposited(amount=5, reference="r1")
+    )
+
+
+def test_withdrawing_more_than_the_balance_is_refused() -> None:
+    given(Account, AccountOpened(owner="ann"), MoneyDeposited(amount=5)).when(
+        lambda a: a.withdraw(10)
+    ).then_raises(InsufficientFunds, match="5 < 10")
+
+
+def test_a_closed_account_refuses_commands() -> None:
+    given(Account, AccountOpened(owner="ann"), AccountClosed()).when(
+        lambda a: a.deposit(1)
+    ).then_raises(AccountIsClosed)
+
+
+def test_a_command_that_records_nothing() -> None:
+    given(Account, AccountOpened(owner="ann")).when(lambda a: a.balance).then_nothing()
+
+
+def test_then_reports_a_mismatch() -> None:
+    outcome = given(Account, AccountOpened(owner="ann")).when(lambda a: a.deposit(5))
+    with pytest.raises(AssertionError, match="expected events"):
+        outcome.then(MoneyDeposited(amount=6))
+    with pytest.raises(AssertionError, match="expected InsufficientFunds"):
+        outcome.then_raises(InsufficientFunds)
+
+
+def test_state_is_rebuilt_by_typed_handlers() -> None:
+    account = Account.from_events(
+        "1", [AccountOpened(owner="ann"), MoneyDeposited(amount=7), MoneyWithdrawn(amount=2)]
+    )
+    assert (account.owner, account.balance, account.version) == ("ann", 5, 3)
+    assert account.stream_id == "account-1"
+
+
+def test_an_event_without_a_handler_is_a_clear_error() -> None:
+    class Stray(Event):
+        event_type: ClassVar[str] = "test.Stray"
+
+    account = Account.blank("1")
+    with pytest.raises(AggregateError, match="no @applies handler for .*Stray"):
+        account.record(Stray())
+
+
+def test_handlers_accept_an_explicit_event_class() -> None:
+    class Pinged(Event):
+        event_type: ClassVar[str] = "test.Pinged"
+
+    class Pinger(Aggregate):
+        category: ClassVar[str] = "pinger"
+        pings: int = 0
+
+        @applies(Pinged)
+        def _pinged(self, event: Pinged) -> None:
+            self.pings += 1
+
+    pinger = Pinger.from_events("p", [Pinged(), Pinged()])
+    assert pinger.pings == 2
+
+
+def test_an_aggregate_without_category_is_refused() -> None:
+    class Nameless(Aggregate):
+        pass
+
+    with pytest.raises(AggregateError, match="category"):
+        in_memory_repository(Nameless, registry)
+
+
+def test_repository_saves_and_loads_in_memory() -> None:
+    repo = in_memory_repository(Account, registry)
+    account = Account.blank("1")
+    account.open("ann")
+    account.deposit(10)
+    result = repo.save(account)
+    assert result is not None and result.last_version == 2
+    assert account.pending_events == () and account.version == 2
+    assert repo.save(account) is None  # nothing new: nothing written
+    loaded = repo.get("1")
+    assert (loaded.balance, loaded.version) == (10, 2)
+    with pytest.raises(AggregateNotFoundError):
+        repo.get("missing")
+    assert repo.get_or_none("missing") is None
+
+
+def test_update_runs_a_command_and_a_raising_command_writes_nothing() -> None:
+    repo = in_memory_repository(Account, registry)
+    repo.update("1", lambda a: a.open("ann"), create=True)
+    repo.update("1", lambda a: a.deposit(3))
+    with pytest.raises(InsufficientFunds):
+        repo.update("1", lambda a: (a.deposit(100), a.withdraw(1_000)))
+    assert repo.store.stream_info("account-1").version == 2
+    assert repo.get("1").balance == 3
+
+
+def test_metadata_comes_from_the_context() -> None:
+    store = InMemoryEventStore(registry)
+    with message_context(correlation_id="corr-1", causation_id="msg-9", actor="ann"):
+        store.append("s", AccountOpened(owner="ann"))
+        with message_context(causation_id="msg-10"):
+            store.append("s", MoneyDeposited(amount=1), metadata={"tenant": "t1"})
+    store.append("s", MoneyDeposited(amount=1))
+    first, second, third = store.read_stream("s")
+    assert (first.metadata.correlation_id, first.metadata.causation_id) == ("corr-1", "msg-9")
+    assert second.metadata.causation_id == "msg-10"
+    assert (second.metadata.actor, second.metadata.tenant) == ("ann", "t1")
+    assert third.metadata.correlation_id is None
+
+
+def test_traceparent_comes_from_the_current_span() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    store = InMemoryEventStore(registry)
+    with tracer.start_as_current_span("handle") as span:
+        store.append("s", AccountOpened(owner="ann"))
+        ctx = span.get_span_context()
+    (event,) = store.read_stream("s")
+    expected = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+    assert event.metadata.traceparent == expected
+
+
+def test_without_opentelemetry_nothing_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import eventstore.context
+
+    monkeypatch.setattr(eventstore.context, "_propagator", False)
+    store = InMemoryEventStore(registry)
+    store.append("s", AccountOpened(owner="ann"))
+    (event,) = store.read_stream("s")
+    assert event.metadata.traceparent is None
+
+
+# The functional style: a decider over the same store.
+
+
+class Incremented(Event):
+    event_type: ClassVar[str] = "counter.Incremented"
+    by: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Increment:
+    by: int
+    limit: int = 10
+
+
+class CounterDecider:
+    category = "counter"
+
+    def initial_state(self) -> int:
+        return 0
+
+    def decide(self, command: Increment, state: int) -> Sequence[Event]:
+        if state + command.by > command.limit:
+            raise ValueError("over the limit")
+        return [Incremented(by=command.by)]
+
+    def evolve(self, state: int, event: Event) -> int:
+        return state + event.by if isinstance(event, Incremented) else state
+
+
+def test_decider_given_when_then() -> None:
+    given_decider(CounterDecider(), Incremented(by=4)).when(Increment(by=3)).then(Incremented(by=3))
+    given_decider(CounterDecider(), Incremented(by=9)).when(Increment(by=3)).then_raises(
+        ValueError, match="limit"
+    )
+
+
+def test_decider_repository_appends_decisions() -> None:
+    repo = DeciderRepository(InMemoryEventStore(EventRegistry([Incremented])), CounterDecider())
+    repo.handle("c1", Increment(by=2))
+    repo.handle("c1", Increment(by=5))
+    state, info = repo.load("c1")
+    assert (state, info.version) == (7, 2)
