@@ -7,9 +7,17 @@ Append is a single statement: its first CTE *claims* the versions on the stream 
 (insert, or update conditional on the expected version), and only when that row comes back
 does the second CTE insert the events. Writers to one stream therefore serialise on the
 stream row before any `global_position` is drawn: a loser of a conflict burns no
-position, and per-stream position order equals commit order. The claim also refuses when any
-of the event ids is already stored, which is what makes a retried append detectable and
-idempotent instead of a unique violation that would abort the caller's transaction.
+position, and per-stream position order equals commit order.
+
+Idempotent retries: with ``NO_STREAM`` or an exact version, a retry of an append that did
+commit is refused by the claim itself (the stream has moved past the expected version), so
+the store then finds the stored ids and returns the original result; the claim needs no
+extra lookup. With ``ANY`` or ``STREAM_EXISTS`` the claim cannot tell, so it also refuses
+when any of the event ids is already stored; without that guard the retry would hit the
+unique index, and a unique violation aborts the caller's whole transaction.
+
+Array parameters travel in binary (``%(...)b``): no text escaping of every payload on the
+client, no array parsing on the server.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from typing import Final
 from psycopg import sql
 
 _NO_DUPLICATES: Final = (
-    "NOT EXISTS (SELECT 1 FROM {events} WHERE event_id = ANY(%(event_ids)s::uuid[]))"
+    "NOT EXISTS (SELECT 1 FROM {events} WHERE event_id = ANY(%(event_ids)b::uuid[]))"
 )
 
 CLAIM_ANY: Final = (
@@ -33,14 +41,14 @@ CLAIM_ANY: Final = (
 
 CLAIM_NO_STREAM: Final = (
     "INSERT INTO {streams} AS s (stream_id, version) "
-    "SELECT %(stream_id)s, %(count)s WHERE " + _NO_DUPLICATES + " "
+    "VALUES (%(stream_id)s, %(count)s) "
     "ON CONFLICT (stream_id) DO NOTHING "
     "RETURNING 0::bigint AS base"
 )
 
 CLAIM_EXACT: Final = (
     "UPDATE {streams} SET version = version + %(count)s, updated_at = now() "
-    "WHERE stream_id = %(stream_id)s AND version = %(expected)s AND " + _NO_DUPLICATES + " "
+    "WHERE stream_id = %(stream_id)s AND version = %(expected)s "
     "RETURNING version - %(count)s AS base"
 )
 
@@ -57,8 +65,8 @@ _INSERT_EVENTS: Final = (
     "shard_key, data, metadata) "
     "SELECT %(stream_id)s, claim.base + e.n, e.event_id, e.event_type, e.schema_version, "
     "%(shard_key)s, e.data, e.metadata "
-    "FROM claim, unnest(%(event_ids)s::uuid[], %(event_types)s::text[], "
-    "%(schema_versions)s::int[], %(data)s::jsonb[], %(metadata)s::jsonb[]) "
+    "FROM claim, unnest(%(event_ids)b::uuid[], %(event_types)b::text[], "
+    "%(schema_versions)b::int[], %(data)b::jsonb[], %(metadata)b::jsonb[]) "
     "WITH ORDINALITY AS e(event_id, event_type, schema_version, data, metadata, n) "
     "ORDER BY e.n "
     "RETURNING global_position, version, transaction_id) "
@@ -69,7 +77,7 @@ STREAM_VERSION: Final = "SELECT version FROM {streams} WHERE stream_id = %(strea
 
 FIND_EVENT_IDS: Final = (
     "SELECT event_id, stream_id, version, global_position, transaction_id::text::bigint "
-    "FROM {events} WHERE event_id = ANY(%(event_ids)s::uuid[])"
+    "FROM {events} WHERE event_id = ANY(%(event_ids)b::uuid[])"
 )
 
 _EVENT_COLUMNS: Final = (

@@ -79,6 +79,7 @@ class AsyncPostgresEventStore:
         self._pool_sizes = (min_size, max_size)
         self._connect_timeout = connect_timeout
         self._page_size = page_size
+        self._prepare: bool | None = None
         self._reconnect_attempts = max(1, reconnect_attempts)
         self._lock = asyncio.Lock()
 
@@ -184,7 +185,7 @@ class AsyncPostgresEventStore:
         rows: bool = True,
     ) -> list[tuple[Any, ...]]:
         with translated_errors(params.get("stream_id")):
-            cur = await conn.execute(query, params)
+            cur = await conn.execute(query, params, prepare=self._prepare)
             return await cur.fetchall() if rows else []
 
     async def _query(

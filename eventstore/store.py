@@ -78,6 +78,7 @@ class PostgresEventStore:
         self._pool_sizes = (min_size, max_size)
         self._connect_timeout = connect_timeout
         self._page_size = page_size
+        self._prepare: bool | None = None
         self._reconnect_attempts = max(1, reconnect_attempts)
         self._lock = threading.Lock()
 
@@ -181,7 +182,7 @@ class PostgresEventStore:
         rows: bool = True,
     ) -> list[tuple[Any, ...]]:
         with translated_errors(params.get("stream_id")):
-            cur = conn.execute(query, params)
+            cur = conn.execute(query, params, prepare=self._prepare)
             return cur.fetchall() if rows else []
 
     def _query(

@@ -33,6 +33,7 @@ def upgrade() -> None:
                   server_default=sa.func.now()),
         sa.PrimaryKeyConstraint("stream_id", name="streams_pkey"),
         schema=schema,
+        postgresql_with={"autovacuum_analyze_threshold": 10_000},
     )
     op.create_table(
         "events",
@@ -54,6 +55,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("event_id", name="events_event_id_key"),
         sa.UniqueConstraint("stream_id", "version", name="events_stream_id_version_key"),
         schema=schema,
+        postgresql_with={"autovacuum_analyze_threshold": 10_000},
     )
 
 

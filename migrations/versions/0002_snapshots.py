@@ -32,6 +32,7 @@ def upgrade() -> None:
                   server_default=sa.func.now()),
         sa.PrimaryKeyConstraint("stream_id", name="snapshots_pkey"),
         schema=schema,
+        postgresql_with={"autovacuum_analyze_threshold": 10_000},
     )
 
 

@@ -41,7 +41,8 @@ DOCS = ROOT / "docs"
 LANGUAGES = {"python", "pycon", "console", "text", "sql", "ini", "toml"}
 FENCE = re.compile(r"^```(.*)$")
 FILE_MARKER = re.compile(r"^<!-- file: (\S+) -->$")
-LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
+HEADING = re.compile(r"^#+ (.*)$", re.MULTILINE)
 
 # The example project files each page shows, each exercised by a test below.
 ALEMBIC_DOC = "how-to/alembic.md"
@@ -143,11 +144,22 @@ def test_code_fences_are_labelled_and_start_the_line(doc: Path) -> None:
     assert not unknown, f"fences need one of {sorted(LANGUAGES)}: {unknown}"
 
 
+def anchors(doc: Path) -> set[str]:
+    """Returns the anchors GitHub gives a page's headings."""
+    headings = HEADING.findall(re.sub(r"^```.*?^```", "", doc.read_text(), flags=re.M | re.S))
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
 @pytest.mark.parametrize("doc", pages(), ids=name)
-def test_relative_links_point_at_existing_pages(doc: Path) -> None:
-    targets = [t for t in LINK.findall(doc.read_text(encoding="utf-8")) if "://" not in t]
-    missing = [t for t in targets if not (doc.parent / t).resolve().exists()]
-    assert not missing
+def test_links_point_at_existing_pages_and_headings(doc: Path) -> None:
+    broken = []
+    for path, anchor in LINK.findall(doc.read_text(encoding="utf-8")):
+        if "://" in path:
+            continue
+        target = (doc.parent / path).resolve() if path else doc
+        if not target.exists() or (anchor and anchor not in anchors(target)):
+            broken.append(f"{path}#{anchor}" if anchor else path)
+    assert not broken
 
 
 @pytest.mark.parametrize("doc", pages(), ids=name)
@@ -243,7 +255,9 @@ def assert_store_works(url: str, schema: str) -> None:
         assert store.append("s-1", Noted()).last_version == 1
 
 
-@pytest.mark.parametrize("schema_from", ["default", "config attribute", "environment"])
+@pytest.mark.parametrize(
+    "schema_from", ["default", "config attribute", "alembic.ini option", "environment"]
+)
 def test_the_alembic_tree_upgrades_both_heads(
     alembic_project: Path,
     scratch_database: str,
@@ -257,6 +271,10 @@ def test_the_alembic_tree_upgrades_both_heads(
     if schema_from == "config attribute":
         schema = "billing_events"
         config = migrate_db.alembic_config(eventstore_schema=schema)
+    elif schema_from == "alembic.ini option":
+        schema = "journal"
+        config = migrate_db.alembic_config()
+        config.set_main_option("eventstore_schema", schema)  # as a line in [alembic]
     else:
         if schema_from == "environment":
             schema = "ledger"

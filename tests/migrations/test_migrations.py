@@ -63,12 +63,24 @@ def test_migrated_database_equals_the_metadata(eventstore_database_url: str) -> 
     assert schema_diff(eventstore_database_url) == []
 
 
+def test_tables_are_not_analyzed_while_tiny(eventstore_database_url: str) -> None:
+    with psycopg.connect(eventstore_database_url) as conn:
+        rows = conn.execute(
+            "SELECT relname, reloptions FROM pg_class JOIN pg_namespace n "
+            "ON n.oid = relnamespace WHERE nspname = 'eventstore' AND relkind = 'r' "
+            "AND relname <> 'alembic_version'"
+        ).fetchall()
+    assert {name: options for name, options in rows} == {
+        name: ["autovacuum_analyze_threshold=10000"] for name in ("streams", "events", "snapshots")
+    }
+
+
 def test_downgrade_then_upgrade_round_trips(eventstore_database_url: str) -> None:
     migrate.downgrade(eventstore_database_url, "base")
     assert tables(eventstore_database_url) == {"alembic_version"}
     assert migrate.current_revisions(eventstore_database_url) == set()
     migrate.upgrade(eventstore_database_url)
-    assert tables(eventstore_database_url) == {"alembic_version", "streams", "events"}
+    assert tables(eventstore_database_url) == {"alembic_version", "streams", "events", "snapshots"}
     assert migrate.is_up_to_date(eventstore_database_url)
     assert schema_diff(eventstore_database_url) == []
 
@@ -80,7 +92,12 @@ def test_upgrade_twice_is_a_no_op(eventstore_database_url: str) -> None:
 
 def test_a_custom_schema_holds_everything(empty_database: str) -> None:
     migrate.upgrade(empty_database, schema="my events")
-    assert tables(empty_database, "my events") == {"alembic_version", "streams", "events"}
+    assert tables(empty_database, "my events") == {
+        "alembic_version",
+        "streams",
+        "events",
+        "snapshots",
+    }
     assert tables(empty_database, "eventstore") == set()
     assert schema_diff(empty_database, "my events") == []
     registry = EventRegistry([Deposited])

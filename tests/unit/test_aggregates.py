@@ -75,7 +75,7 @@ def test_an_event_without_a_handler_is_a_clear_error() -> None:
         event_type: ClassVar[str] = "test.Stray"
 
     account = Account.blank("1")
-    with pytest.raises(AggregateError, match="no @applies handler for .*Stray"):
+    with pytest.raises(AggregateError, match=r"no @applies handler for .*Stray"):
         account.record(Stray())
 
 
