@@ -30,6 +30,7 @@ from eventstore.events import (
     RawRecordedEvent,
     RecordedEvent,
     encode_metadata,
+    uuid7_batch,
 )
 
 __all__ = [
@@ -131,8 +132,8 @@ class AppendPlan:
             "event_ids": [e.event_id for e in self.events],
             "event_types": [e.event_type for e in self.events],
             "schema_versions": [e.schema_version for e in self.events],
-            "data": [e.data for e in self.events],
-            "metadata": [e.metadata for e in self.events],
+            "data": "[" + ",".join([e.data for e in self.events]) + "]",
+            "metadata": self.events[0].metadata,
         }
 
     @property
@@ -199,9 +200,9 @@ def plan_append(
     return AppendPlan(stream_id, expected, encoded, shard_key(stream_id))
 
 
-def _check_ids(event_ids: Sequence[uuid.UUID] | None, count: int) -> list[uuid.UUID | None]:
+def _check_ids(event_ids: Sequence[uuid.UUID] | None, count: int) -> list[uuid.UUID]:
     if event_ids is None:
-        return [None] * count
+        return uuid7_batch(count)
     ids = list(event_ids)
     if len(ids) != count:
         raise InvalidEventError(f"got {len(ids)} event ids for {count} events")

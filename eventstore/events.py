@@ -125,21 +125,33 @@ def uuid7() -> uuid.UUID:
 
     Time-ordered ids keep inserts into the unique event id index at its right edge.
     """
+    return uuid7_batch(1)[0]
+
+
+def uuid7_batch(count: int) -> list[uuid.UUID]:
+    """Returns ``count`` new UUIDv7s, ascending, with one clock read and one random draw."""
     global _last_uuid7_ms, _uuid7_seq
+    randomness = os.urandom(8 * count)
     ms = time.time_ns() // 1_000_000
-    if ms <= _last_uuid7_ms:
-        # Same millisecond (or clock went back): count up in the 12-bit rand_a field.
+    if ms > _last_uuid7_ms:
+        _last_uuid7_ms, _uuid7_seq = ms, -1
+    ids = []
+    for n in range(count):
+        # Same millisecond (or the clock went back): count up in the 12-bit rand_a field.
         _uuid7_seq += 1
         if _uuid7_seq > 0xFFF:
-            _last_uuid7_ms += 1
-            _uuid7_seq = 0
-        ms = _last_uuid7_ms
-    else:
-        _last_uuid7_ms = ms
-        _uuid7_seq = 0
-    rand_b = int.from_bytes(os.urandom(8)) & 0x3FFF_FFFF_FFFF_FFFF
-    value = (ms << 80) | (0x7 << 76) | (_uuid7_seq << 64) | (0b10 << 62) | rand_b
-    return uuid.UUID(int=value)
+            _last_uuid7_ms, _uuid7_seq = _last_uuid7_ms + 1, 0
+        rand_b = int.from_bytes(randomness[8 * n : 8 * n + 8]) & 0x3FFF_FFFF_FFFF_FFFF
+        ids.append(
+            uuid.UUID(
+                int=(_last_uuid7_ms << 80)
+                | (0x7 << 76)
+                | (_uuid7_seq << 64)
+                | (0b10 << 62)
+                | rand_b
+            )
+        )
+    return ids
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -214,7 +226,7 @@ class EventRegistry:
         except KeyError:
             raise UnknownEventTypeError(event_type) from None
 
-    def encode(self, event: Event, metadata: str, event_id: uuid.UUID | None) -> NewEvent:
+    def encode(self, event: Event, metadata: str, event_id: uuid.UUID) -> NewEvent:
         """Encodes one event for appending; fails before any write if it cannot."""
         if not isinstance(event, Event):
             raise InvalidEventError(
@@ -225,12 +237,12 @@ class EventRegistry:
             data = event.model_dump_json()
         except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
             raise InvalidEventError(f"cannot encode {event_type!r}: {exc}", event=event) from exc
-        if _JSON_NUL.search(data):
+        if "\\u0000" in data and _JSON_NUL.search(data):
             raise InvalidEventError(
                 f"cannot store {event_type!r}: Postgres jsonb rejects NUL characters", event=event
             )
         return NewEvent(
-            event_id=event_id or uuid7(),
+            event_id=event_id,
             event_type=event_type,
             schema_version=type(event).schema_version,
             data=data,

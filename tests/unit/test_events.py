@@ -44,7 +44,7 @@ def test_registry_refuses_two_classes_for_one_name() -> None:
 
 def test_renaming_a_class_keeps_its_stored_name() -> None:
     registry = make_registry()
-    encoded = registry.encode(Deposited(amount=1, currency="EUR"), "{}", None)
+    encoded = registry.encode(Deposited(amount=1, currency="EUR"), "{}", uuid7())
     assert encoded.event_type == "test.Deposited"
     assert registry.decode("test.Deposited", 3, encoded.data) == Deposited(amount=1, currency="EUR")
 
@@ -77,7 +77,7 @@ def test_unknown_type_is_named() -> None:
     with pytest.raises(UnknownEventTypeError, match="nope"):
         make_registry().decode("nope", 1, "{}")
     with pytest.raises(UnknownEventTypeError):
-        make_registry().encode(Unregistered(x=1), "{}", None)
+        make_registry().encode(Unregistered(x=1), "{}", uuid7())
 
 
 def test_uuid7_is_version_7_and_monotonic() -> None:
