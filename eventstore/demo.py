@@ -1,56 +1,40 @@
-"""The demo: concurrent writers append bank-account events, then everything is read back."""
+"""The demo: concurrent writers run bank-account commands through the repository.
+
+It uses the example domain (``examples/bank.py``, shipped in the wheel as
+``eventstore.examples``), then reads everything back with the async store and checks that
+every acknowledged command is in the log.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import random
 import threading
 import time
 import uuid
 from collections import Counter
-from typing import ClassVar
+from typing import TYPE_CHECKING
 
 from eventstore import (
-    NO_STREAM,
     AsyncPostgresEventStore,
     Event,
-    EventMetadata,
-    EventRegistry,
     PostgresEventStore,
-    WrongExpectedVersionError,
+    Repository,
+    message_context,
 )
+
+if TYPE_CHECKING:
+    from examples import bank
+else:  # installed wheel: eventstore.examples; checkout: the top-level examples package
+    try:
+        bank = importlib.import_module("eventstore.examples.bank")
+    except ImportError:
+        bank = importlib.import_module("examples.bank")
 
 __all__ = ["run_demo"]
 
-
-class AccountOpened(Event):
-    event_type: ClassVar[str] = "demo.AccountOpened"
-    owner: str
-
-
-class MoneyDeposited(Event):
-    event_type: ClassVar[str] = "demo.MoneyDeposited"
-    amount: int
-
-
-class MoneyWithdrawn(Event):
-    event_type: ClassVar[str] = "demo.MoneyWithdrawn"
-    amount: int
-
-
-REGISTRY = EventRegistry([AccountOpened, MoneyDeposited, MoneyWithdrawn])
-OPERATIONS_PER_WRITER = 500
-
-
-def balance(events: list[Event]) -> int:
-    """Folds an account's events into its balance."""
-    total = 0
-    for e in events:
-        if isinstance(e, MoneyDeposited):
-            total += e.amount
-        elif isinstance(e, MoneyWithdrawn):
-            total -= e.amount
-    return total
+COMMANDS_PER_WRITER = 500
 
 
 class Ledger:
@@ -61,86 +45,118 @@ class Ledger:
         self.expected: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
 
-    def record(self, account: str, delta: int, conflicts: int) -> None:
+    def add(self, key: str, amount: int = 1) -> None:
+        with self.lock:
+            self.stats[key] += amount
+
+    def credit(self, account: str, delta: int) -> None:
         with self.lock:
             self.expected[account] += delta
-            self.stats["appends"] += 1
-            self.stats["conflicts"] += conflicts
 
 
-def command(store: PostgresEventStore, account: str, rng: random.Random) -> tuple[int, int]:
-    """Loads an account, decides, appends at the loaded version; retries on conflicts."""
-    conflicts = 0
-    while True:
-        events = [e.data for e in store.read_stream(account)]
-        amount = rng.randint(1, 100)
-        current = balance(events)
-        event: Event = MoneyDeposited(amount=amount)
-        delta = amount
-        if current >= amount and rng.random() < 0.4:
-            event, delta = MoneyWithdrawn(amount=amount), -amount
-        meta = EventMetadata(correlation_id=str(uuid.uuid4()), actor="demo")
+def one_command(
+    repo: Repository[bank.Account], account: str, rng: random.Random, ledger: Ledger
+) -> None:
+    """Deposits or withdraws through `Repository.update`, which retries on conflicts."""
+    amount = rng.randint(1, 100)
+    withdraw = rng.random() < 0.4
+
+    def command(a: bank.Account) -> None:
+        ledger.add("attempts")
+        a.withdraw(amount) if withdraw else a.deposit(amount)
+
+    with message_context(correlation_id=str(uuid.uuid4()), actor="demo"):
         try:
-            store.append(account, event, expected_version=len(events), metadata=meta)
-            return delta, conflicts
-        except WrongExpectedVersionError:
-            conflicts += 1
+            repo.update(account, command)
+        except bank.InsufficientFunds:
+            ledger.add("refused")
+            return
+    ledger.add("commands")
+    ledger.credit(account, -amount if withdraw else amount)
 
 
-def writer(store: PostgresEventStore, accounts: list[str], ledger: Ledger, seed: int) -> None:
-    """Runs one writer thread's share of commands on random (often shared) accounts."""
+def writer(repo: Repository[bank.Account], accounts: list[str], ledger: Ledger, seed: int) -> None:
+    """Runs one writer thread's share of commands on random, often shared, accounts."""
     rng = random.Random(seed)
-    for _ in range(OPERATIONS_PER_WRITER):
-        account = rng.choice(accounts)
-        delta, conflicts = command(store, account, rng)
-        ledger.record(account, delta, conflicts)
+    for _ in range(COMMANDS_PER_WRITER):
+        one_command(repo, rng.choice(accounts), rng, ledger)
 
 
-def open_accounts(store: PostgresEventStore, accounts: list[str]) -> None:
-    """Opens every account in one transaction: several streams, one atomic commit."""
+def open_accounts(
+    store: PostgresEventStore, repo: Repository[bank.Account], ids: list[str]
+) -> None:
+    """Opens every account in one transaction: many streams, one atomic commit."""
     with store.transaction() as tx:
-        for account in accounts:
-            store.append(account, AccountOpened(owner=account), expected_version=NO_STREAM, conn=tx)
+        for account_id in ids:
+            account = bank.Account.blank(account_id)
+            account.open(owner=f"owner of {account_id}")
+            repo.save(account, conn=tx)
 
 
-async def read_back(url: str, schema: str, accounts: list[str]) -> tuple[dict[str, int], int]:
+async def read_back(url: str, schema: str, streams: list[str]) -> tuple[dict[str, int], int]:
     """Reads every account with the async store, concurrently; returns balances and count."""
-    async with AsyncPostgresEventStore(url, registry=REGISTRY, schema=schema) as store:
+    async with AsyncPostgresEventStore(url, registry=bank.registry, schema=schema) as store:
 
-        async def load(account: str) -> list[Event]:
-            return [e.data async for e in store.read_stream(account)]
+        async def load(stream_id: str) -> list[Event]:
+            return [e.data async for e in store.read_stream(stream_id)]
 
-        loaded = await asyncio.gather(*(load(a) for a in accounts))
-    return {a: balance(ev) for a, ev in zip(accounts, loaded, strict=True)}, sum(map(len, loaded))
+        loaded = await asyncio.gather(*(load(s) for s in streams))
+    balances = {}
+    for stream_id, events in zip(streams, loaded, strict=True):
+        balances[stream_id] = bank.Account.from_events("x", events).balance
+    return balances, sum(map(len, loaded))
 
 
 def run_demo(url: str, *, schema: str, writers: int, accounts: int) -> None:
     """Runs the demo against a migrated database and prints a summary with figures."""
     run = uuid.uuid4().hex[:8]
-    names = [f"demo-{run}-account-{i}" for i in range(accounts)]
+    ids = [f"demo-{run}-{i}" for i in range(accounts)]
     ledger = Ledger()
-    with PostgresEventStore(url, registry=REGISTRY, schema=schema, max_size=writers) as store:
-        open_accounts(store, names)
+    with PostgresEventStore(url, registry=bank.registry, schema=schema, max_size=writers) as store:
+        repo = Repository(store, bank.Account, snapshot_every=50, attempts=50)
+        open_accounts(store, repo, ids)
         started = time.perf_counter()
         threads = [
-            threading.Thread(target=writer, args=(store, names, ledger, i)) for i in range(writers)
+            threading.Thread(target=writer, args=(repo, ids, ledger, i)) for i in range(writers)
         ]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         write_s = time.perf_counter() - started
+    streams = [bank.Account.stream_id_for(i) for i in ids]
     started = time.perf_counter()
-    balances, read_count = asyncio.run(read_back(url, schema, names))
+    balances, read_count = asyncio.run(read_back(url, schema, streams))
     read_s = time.perf_counter() - started
-    appended = ledger.stats["appends"] + accounts
-    ok = read_count == appended and all(balances[a] == ledger.expected[a] for a in names)
-    print(f"demo run {run}: {writers} concurrent writers on {accounts} accounts")
-    print(
-        f"  appended   {appended:>7,} events ({ledger.stats['appends']:,} commands "
-        f"in {write_s:.2f} s, {ledger.stats['appends'] / write_s:,.0f} commands/s)"
+    report(ledger, writers, accounts, write_s, read_s, balances, read_count, run, streams, ids)
+
+
+def report(
+    ledger: Ledger,
+    writers: int,
+    accounts: int,
+    write_s: float,
+    read_s: float,
+    balances: dict[str, int],
+    read_count: int,
+    run: str,
+    streams: list[str],
+    ids: list[str],
+) -> None:
+    """Prints the summary and fails when the log disagrees with the acknowledgements."""
+    stats = ledger.stats
+    appended = stats["commands"] + accounts
+    ok = read_count == appended and all(
+        balances[s] == ledger.expected[i] for s, i in zip(streams, ids, strict=True)
     )
-    print(f"  conflicts  {ledger.stats['conflicts']:>7,} WrongExpectedVersionError, each retried")
+    retries = stats["attempts"] - stats["commands"] - stats["refused"]
+    print(f"demo run {run}: {writers} concurrent writers on {accounts} bank accounts")
+    print(
+        f"  commands   {stats['commands']:>7,} through Repository.update in {write_s:.2f} s "
+        f"({stats['commands'] / write_s:,.0f} commands/s)"
+    )
+    print(f"  retries    {retries:>7,} after WrongExpectedVersionError (reload, rerun, save)")
+    print(f"  refused    {stats['refused']:>7,} withdrawals (InsufficientFunds): nothing written")
     print(
         f"  read back  {read_count:>7,} typed events from {accounts} streams "
         f"in {read_s:.2f} s ({read_count / read_s:,.0f} events/s, async)"

@@ -145,6 +145,7 @@ def test_migrate_works_from_the_built_wheel(tmp_path: Path, empty_database: str)
     assert "eventstore/_migrations/env.py" in names
     assert "eventstore/_migrations/versions/0001_event_log.py" in names
     assert "eventstore/py.typed" in names
+    assert "eventstore/examples/bank.py" in names
     site = tmp_path / "site"
     # The unpacked wheel goes first on sys.path, ahead of this checkout's editable install.
     script = textwrap.dedent(
