@@ -15,25 +15,31 @@ import dataclasses
 import itertools
 import json
 import os
-import secrets
 import statistics
 import sys
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Final, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from _common import (
+    DEFAULT_URL,
+    Step,
+    admin_url,
+    plural,
+    progress,
+    run_steps,
+    scratch_database,
+    server_version,
+)
 from psycopg import sql
 
 from eventstore import NO_STREAM, Event, EventRegistry, PostgresEventStore, uuid7
 from eventstore.migrate import upgrade
 
-DEFAULT_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
 STORE_SCHEMA: Final = "eventstore"
 RAW_SCHEMA: Final = "raw"
 WRITER_COUNTS: Final = (1, 4, 16)
@@ -42,9 +48,6 @@ MAX_WRITERS: Final = max(*WRITER_COUNTS, *BATCH_WRITER_COUNTS)
 BATCH_SIZE: Final = 100
 LOAD_SIZE: Final = 1000
 LOAD_STREAM: Final = "load-0"
-
-Step = Callable[[], int]
-"""Performs one operation (one transaction or one load) and returns the events it moved."""
 
 
 class Deposited(Event):
@@ -310,11 +313,6 @@ def prepare_load_stream(side: Side) -> None:
     side.prepare_load(LOAD_STREAM, LOAD_SIZE)
 
 
-def plural(count: int, word: str) -> str:
-    """Returns ``count word`` with an ``s`` unless the count is one."""
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
 def scenarios() -> list[Scenario]:
     """Returns every scenario, in the order they run and print."""
     new = [
@@ -395,44 +393,6 @@ class Result:
         }
 
 
-def run_steps(steps: Sequence[Step], duration: float) -> tuple[int, float]:
-    """Runs each step in its own thread until ``duration`` passes; returns events, seconds.
-
-    The threads start together behind a barrier; the elapsed time runs from the barrier
-    to the end of the last thread's last operation.
-    """
-    counts = [0] * len(steps)
-    ends = [0.0] * len(steps)
-    errors: list[BaseException] = []
-    start = [0.0]
-
-    def begin() -> None:
-        start[0] = time.perf_counter()
-
-    barrier = threading.Barrier(len(steps), action=begin)
-
-    def work(index: int) -> None:
-        try:
-            barrier.wait()
-            deadline = start[0] + duration
-            while time.perf_counter() < deadline:
-                counts[index] += steps[index]()
-        except BaseException as exc:
-            errors.append(exc)
-            barrier.abort()
-        finally:
-            ends[index] = time.perf_counter()
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(steps))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return sum(counts), max(ends) - start[0]
-
-
 class Bench:
     """Runs scenarios for both sides, truncating the tables through a control connection."""
 
@@ -482,31 +442,6 @@ def check_written(side: Side, counted: int, stored: int) -> None:
         raise RuntimeError(f"{side.name}: counted {counted} events but {stored} were stored")
 
 
-def admin_url(url: str) -> str:
-    """Returns a libpq URL: a SQLAlchemy ``postgresql+driver://`` scheme loses its driver."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(scheme=parts.scheme.split("+", 1)[0]))
-
-
-def database_url(url: str, name: str) -> str:
-    """Returns ``url`` pointing at database ``name``."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-@contextmanager
-def scratch_database(url: str) -> Iterator[str]:
-    """Creates a ``bench_<random>`` database, yields its URL and drops it afterwards."""
-    name = f"bench_{secrets.token_hex(4)}"
-    ident = sql.Identifier(name)
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
-    try:
-        yield database_url(url, name)
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-
-
 def create_raw_table(conn: psycopg.Connection[Any]) -> None:
     """Copies the store's events table (columns, defaults, identity, constraints) to raw."""
     conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(RAW_SCHEMA)))
@@ -528,17 +463,6 @@ def raw_connections(url: str, count: int) -> Iterator[list[psycopg.Connection[An
     finally:
         for conn in conns:
             conn.close()
-
-
-def server_version(conn: psycopg.Connection[Any]) -> str:
-    """Returns the server's version string."""
-    row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]) if row else "unknown"
-
-
-def progress(message: str) -> None:
-    """Writes a progress line to stderr, keeping stdout for the results."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def run_all(url: str, settings: Settings) -> tuple[list[Result], str]:
