@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -24,6 +24,7 @@ from eventstore.errors import (
     DuplicateEventIdError,
     EventStoreError,
     SchemaNotMigratedError,
+    TransactionConflictError,
 )
 
 SyncConnectionLike: TypeAlias = "psycopg.Connection[Any] | sa_engine.Connection | sa_orm.Session"
@@ -98,7 +99,20 @@ def translated_errors(stream_id: str | None = None) -> Iterator[None]:
         raise SchemaNotMigratedError(
             f"event store tables not found ({exc.diag.message_primary}); run `eventstore migrate`"
         ) from exc
+    except psycopg.errors.TransactionRollback as exc:  # 40001 serialization, 40P01 deadlock
+        raise TransactionConflictError(f"transaction aborted by Postgres: {exc}") from exc
     except psycopg_pool.PoolTimeout as exc:
         raise DatabaseUnavailableError(f"no database connection in time: {exc}") from exc
     except psycopg.OperationalError as exc:
+        if not _is_connection_loss(exc):
+            raise  # a statement or lock timeout, a cancel: not an outage
         raise DatabaseUnavailableError(f"database unavailable: {exc}") from exc
+
+
+# SQLSTATE class 08 (connection exception) and the server shutting down or starting up.
+_LOST: Final = ("57P01", "57P02", "57P03")
+
+
+def _is_connection_loss(exc: psycopg.OperationalError) -> bool:
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _LOST

@@ -16,6 +16,7 @@ from typing import Any, Final, TypeAlias
 from eventstore.context import merged_metadata
 from eventstore.errors import (
     DuplicateEventIdError,
+    InvalidArgumentError,
     InvalidEventError,
     InvalidStreamIdError,
     UnknownEventTypeError,
@@ -166,7 +167,7 @@ def validate_expected(expected: object) -> ExpectedVersion:
     if isinstance(expected, StreamState):
         return NO_STREAM if expected is NO_STREAM else expected
     if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
-        raise InvalidEventError(
+        raise InvalidArgumentError(
             f"expected_version must be ANY, NO_STREAM, STREAM_EXISTS or an int >= 0, "
             f"not {expected!r}"
         )
@@ -189,6 +190,8 @@ def plan_append(
     """Validates and encodes an append; raises before any I/O when anything is wrong."""
     stream_id = validate_stream_id(stream_id)
     expected = validate_expected(expected)
+    if isinstance(events, Mapping | str | bytes):
+        raise InvalidEventError("events must be an Event or a sequence of Events", event=events)
     batch = [events] if isinstance(events, Event) else list(events)
     if not batch:
         raise InvalidEventError("an append needs at least one event")
@@ -326,14 +329,14 @@ def read_bounds(
 ) -> tuple[bool, int, int | None]:
     """Validates read arguments; returns (forward, starting version, limit)."""
     if direction not in ("forward", "backward"):
-        raise ValueError("direction must be 'forward' or 'backward'")
+        raise InvalidArgumentError("direction must be 'forward' or 'backward'")
     forward = direction == "forward"
-    if limit is not None and limit < 0:
-        raise ValueError("limit must be >= 0")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidArgumentError("limit must be an int >= 0 or None")
     if from_version is None:
         start = 1 if forward else 2**63 - 1
-    elif from_version < 0:
-        raise ValueError("from_version must be >= 0")
+    elif isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 0:
+        raise InvalidArgumentError("from_version must be an int >= 0 or None")
     else:
         start = from_version
     return forward, start, limit

@@ -14,7 +14,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -229,12 +229,15 @@ class AsyncPostgresEventStore:
     ) -> AppendResult:
         try:
             rows = await self._fetch(conn, self._append_statement(plan), plan.params())
-        except DuplicateEventIdError:
-            # A concurrent append of the same ids won the race. In autocommit nothing of
-            # ours was written and the connection is usable; in a caller's transaction
-            # the transaction is aborted, so the caller must retry it.
+        except DuplicateEventIdError as exc:
+            # The ids are stored already: by a concurrent retry that won the race, or
+            # elsewhere. In a caller's transaction the transaction is aborted, so the
+            # caller must retry it. On our own connection nothing of ours was written:
+            # look at what is stored to return the original result or raise.
             if not own:
-                raise
+                raise DuplicateEventIdError(plan.stream_id, list(plan.event_ids)) from exc
+            if not conn.autocommit:  # a pool given by the user may not be in autocommit
+                await conn.rollback()
             rows = []
         if rows:
             return _core.result_from_rows(plan, rows)
@@ -290,7 +293,7 @@ class AsyncPostgresEventStore:
         params = {"stream_id": _core.validate_stream_id(stream_id)}
         await self._query(conn, self._statements.delete_snapshot, params, rows=False)
 
-    async def read_stream(
+    def read_stream(
         self,
         stream_id: str,
         *,
@@ -302,12 +305,19 @@ class AsyncPostgresEventStore:
         """Yields a stream's events as typed, current-version events, page by page.
 
         Memory stays constant however long the stream is. ``from_version`` is inclusive;
-        backward reads start at the end unless it is given.
+        backward reads start at the end unless it is given. Arguments are checked at the
+        call, rows are fetched as the iteration goes.
         """
-        async for row in self._read_rows(stream_id, direction, from_version, limit, conn):
+        rows = self._read_rows(_ReadBounds.check(stream_id, direction, from_version, limit), conn)
+        return self._decoded(rows)
+
+    async def _decoded(
+        self, rows: AsyncIterator[tuple[Any, ...]]
+    ) -> AsyncIterator[RecordedEvent[Event]]:
+        async for row in rows:
             yield _core.decode_row(self._registry, row)
 
-    async def read_stream_raw(
+    def read_stream_raw(
         self,
         stream_id: str,
         *,
@@ -317,19 +327,17 @@ class AsyncPostgresEventStore:
         conn: AsyncConnectionLike | None = None,
     ) -> AsyncIterator[RawRecordedEvent]:
         """Yields a stream's events as stored, payloads as dicts, without the registry."""
-        async for row in self._read_rows(stream_id, direction, from_version, limit, conn):
+        rows = self._read_rows(_ReadBounds.check(stream_id, direction, from_version, limit), conn)
+        return self._raw(rows)
+
+    async def _raw(self, rows: AsyncIterator[tuple[Any, ...]]) -> AsyncIterator[RawRecordedEvent]:
+        async for row in rows:
             yield _core.decode_raw_row(row)
 
     async def _read_rows(
-        self,
-        stream_id: str,
-        direction: str,
-        from_version: int | None,
-        limit: int | None,
-        conn: AsyncConnectionLike | None,
+        self, bounds: _ReadBounds, conn: AsyncConnectionLike | None
     ) -> AsyncIterator[tuple[Any, ...]]:
-        stream_id = _core.validate_stream_id(stream_id)
-        forward, version, remaining = _core.read_bounds(direction, from_version, limit)
+        stream_id, forward, version, remaining = bounds
         query = self._statements.read_forward if forward else self._statements.read_backward
         while remaining is None or remaining > 0:
             page = self._page_size if remaining is None else min(remaining, self._page_size)
@@ -345,3 +353,18 @@ class AsyncPostgresEventStore:
             version = rows[page][2]
             if remaining is not None:
                 remaining -= page
+
+
+class _ReadBounds(NamedTuple):
+    stream_id: str
+    forward: bool
+    version: int
+    remaining: int | None
+
+    @classmethod
+    def check(
+        cls, stream_id: str, direction: str, from_version: int | None, limit: int | None
+    ) -> _ReadBounds:
+        """Validates read arguments before any I/O."""
+        forward, version, remaining = _core.read_bounds(direction, from_version, limit)
+        return cls(_core.validate_stream_id(stream_id), forward, version, remaining)

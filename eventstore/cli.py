@@ -17,10 +17,11 @@ from eventstore.settings import database_url_from_env
 
 __all__ = ["main"]
 
+# 2 is argparse's exit code for bad arguments, so the checks' codes start at 3.
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_UNREACHABLE = 2
-EXIT_NOT_MIGRATED = 3
+EXIT_UNREACHABLE = 3
+EXIT_NOT_MIGRATED = 4
 
 
 def resolve_url(url: str | None) -> str:
@@ -41,7 +42,8 @@ def resolve_url(url: str | None) -> str:
 def cmd_migrate(args: argparse.Namespace) -> int:
     url = resolve_url(args.url)
     migrate.upgrade(url, schema=args.schema, revision=args.revision)
-    print(f"migrated schema {args.schema!r} to {', '.join(sorted(migrate.head_revisions()))}")
+    current = ", ".join(sorted(migrate.current_revisions(url, schema=args.schema))) or "base"
+    print(f"migrated schema {args.schema!r} to {current}")
     return EXIT_OK
 
 
@@ -49,7 +51,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     url = resolve_url(args.url)
     try:
         current = migrate.current_revisions(url, schema=args.schema)
-    except EventStoreError as exc:
+    except DatabaseUnavailableError as exc:
         print(f"unreachable: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     heads = migrate.head_revisions()
@@ -70,6 +72,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_embedded(args: argparse.Namespace) -> int:
+    from eventstore._embedded import start_embedded_postgres, stop_embedded_postgres
+
+    if args.action == "stop":
+        stop_embedded_postgres()
+        print("embedded Postgres stopped")
+    else:
+        print(start_embedded_postgres())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventstore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,14 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("migrate", "create or upgrade the event store tables").add_argument(
         "--revision", default="heads"
     )
-    add("check", "exit 0 if reachable and migrated, 2 if unreachable, 3 if behind")
+    add("check", "exit 0 if reachable and migrated, 3 if unreachable, 4 if behind")
     demo = add("demo", "append and read a few thousand events with concurrent writers")
     demo.add_argument("--writers", type=int, default=8)
     demo.add_argument("--accounts", type=int, default=200)
+    embedded = sub.add_parser("embedded", help="start (and print the URL of) or stop it")
+    embedded.add_argument("action", choices=["start", "stop"])
     return parser
 
 
-COMMANDS = {"migrate": cmd_migrate, "check": cmd_check, "demo": cmd_demo}
+COMMANDS = {
+    "migrate": cmd_migrate,
+    "check": cmd_check,
+    "demo": cmd_demo,
+    "embedded": cmd_embedded,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

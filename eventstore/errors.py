@@ -6,13 +6,17 @@
     ├── ConfigurationError            bad settings, wrong driver, unsupported connection
     ├── DatabaseUnavailableError      the server cannot be reached (connect, timeout)
     ├── SchemaNotMigratedError        the tables are missing or behind the code
-    ├── InvalidStreamIdError          empty, too long or containing NUL
-    ├── InvalidEventError             a payload that cannot be encoded or is not an Event
+    ├── InvalidArgumentError          a bad argument (read bounds, expected version, ...)
+    │   ├── InvalidStreamIdError      empty, too long or containing NUL
+    │   └── InvalidEventError         a payload that cannot be encoded, or stored data
+    │                                 that no longer validates against its class
     ├── UnknownEventTypeError         a type name with no registered class (write or read)
     ├── UpcastError                   an upcaster chain is broken or raised
     ├── DuplicateEventIdError         an event id already stored elsewhere
     └── ConcurrencyError
-        └── WrongExpectedVersionError the stream is not at the expected version
+        ├── WrongExpectedVersionError the stream is not at the expected version
+        └── TransactionConflictError  Postgres aborted the transaction (serialization
+                                      failure, deadlock): retry the whole transaction
 
 Every error is raised before anything is written, or after the write was rolled back;
 none leaves a partial append behind.
@@ -28,9 +32,11 @@ __all__ = [
     "DatabaseUnavailableError",
     "DuplicateEventIdError",
     "EventStoreError",
+    "InvalidArgumentError",
     "InvalidEventError",
     "InvalidStreamIdError",
     "SchemaNotMigratedError",
+    "TransactionConflictError",
     "UnknownEventTypeError",
     "UpcastError",
     "WrongExpectedVersionError",
@@ -53,7 +59,11 @@ class SchemaNotMigratedError(EventStoreError):
     """Reports that the event store tables are missing; run `eventstore migrate`."""
 
 
-class InvalidStreamIdError(EventStoreError, ValueError):
+class InvalidArgumentError(EventStoreError, ValueError):
+    """Reports an argument the store cannot work with."""
+
+
+class InvalidStreamIdError(InvalidArgumentError):
     """Reports a stream id that cannot be stored."""
 
     def __init__(self, stream_id: str, reason: str) -> None:
@@ -63,7 +73,7 @@ class InvalidStreamIdError(EventStoreError, ValueError):
         self.reason = reason
 
 
-class InvalidEventError(EventStoreError, ValueError):
+class InvalidEventError(InvalidArgumentError):
     """Reports an event payload that cannot be validated or encoded."""
 
     def __init__(self, message: str, *, event: Any = None) -> None:
@@ -112,6 +122,10 @@ class DuplicateEventIdError(EventStoreError):
 
 class ConcurrencyError(EventStoreError):
     """Roots errors caused by a concurrent writer."""
+
+
+class TransactionConflictError(ConcurrencyError):
+    """Reports a transaction Postgres aborted to keep concurrent ones consistent."""
 
 
 class WrongExpectedVersionError(ConcurrencyError):

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -118,6 +119,7 @@ class RecordedEvent(Generic[E_co]):
 
 _last_uuid7_ms = 0
 _uuid7_seq = 0
+_uuid7_lock = threading.Lock()
 
 
 def uuid7() -> uuid.UUID:
@@ -130,8 +132,13 @@ def uuid7() -> uuid.UUID:
 
 def uuid7_batch(count: int) -> list[uuid.UUID]:
     """Returns ``count`` new UUIDv7s, ascending, with one clock read and one random draw."""
-    global _last_uuid7_ms, _uuid7_seq
     randomness = os.urandom(8 * count)
+    with _uuid7_lock:
+        return _uuid7s(count, randomness)
+
+
+def _uuid7s(count: int, randomness: bytes) -> list[uuid.UUID]:
+    global _last_uuid7_ms, _uuid7_seq
     ms = time.time_ns() // 1_000_000
     if ms > _last_uuid7_ms:
         _last_uuid7_ms, _uuid7_seq = ms, -1
@@ -182,13 +189,15 @@ class EventRegistry:
             )
         if not isinstance(cls.schema_version, int) or cls.schema_version < 1:
             raise InvalidEventError(f"{cls.__qualname__}.schema_version must be an int >= 1")
+        entry = self._entries.get(event_type) or _Entry(cls, {})
         for name in (event_type, *aliases):
             known = self._entries.get(name)
             if known is not None and known.cls is not cls:
                 raise InvalidEventError(
                     f"event type {name!r} is already registered to {known.cls.__qualname__}"
                 )
-            self._entries[name] = _Entry(cls, {}) if known is None else known
+            # Aliases share the entry, so old names get the same upcasters.
+            self._entries[name] = entry
         self._by_class[cls] = event_type
         return cls
 
@@ -253,10 +262,16 @@ class EventRegistry:
         """Decodes a stored payload into its current class, upcasting old versions first."""
         entry = self._entry(event_type)
         cls = entry.cls
-        if schema_version == cls.schema_version:
-            return cls.model_validate_json(data)
-        payload = json.loads(data)
-        return cls.model_validate(self._upcast(entry, event_type, schema_version, payload))
+        try:
+            if schema_version == cls.schema_version:
+                return cls.model_validate_json(data)
+            payload = json.loads(data)
+            return cls.model_validate(self._upcast(entry, event_type, schema_version, payload))
+        except pydantic.ValidationError as exc:
+            raise InvalidEventError(
+                f"stored {event_type!r} v{schema_version} does not validate as "
+                f"{cls.__qualname__} v{cls.schema_version}: {exc}"
+            ) from exc
 
     def _upcast(
         self, entry: _Entry, event_type: str, version: int, payload: dict[str, Any]
@@ -269,7 +284,10 @@ class EventRegistry:
             step = entry.upcasters.get(version)
             if step is None:
                 raise UpcastError(event_type, start, target, f"no upcaster from v{version}")
-            payload = step(payload)
+            try:
+                payload = step(payload)
+            except Exception as exc:
+                raise UpcastError(event_type, version, version + 1, repr(exc)) from exc
             version += 1
         return payload
 

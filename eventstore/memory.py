@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventstore import _core
@@ -132,8 +132,8 @@ class InMemoryEventStore:
         conn: object = None,
     ) -> Iterator[RecordedEvent[Event]]:
         """Yields a stream's events as typed, current-version events."""
-        for row in self._rows(stream_id, direction, from_version, limit, conn):
-            yield _core.decode_row(self._registry, row)
+        rows = self._rows(stream_id, direction, from_version, limit, conn)
+        return (_core.decode_row(self._registry, row) for row in rows)
 
     def read_stream_raw(
         self,
@@ -145,8 +145,8 @@ class InMemoryEventStore:
         conn: object = None,
     ) -> Iterator[RawRecordedEvent]:
         """Yields a stream's events as stored, payloads as dicts."""
-        for row in self._rows(stream_id, direction, from_version, limit, conn):
-            yield _core.decode_raw_row(row)
+        rows = self._rows(stream_id, direction, from_version, limit, conn)
+        return (_core.decode_raw_row(row) for row in rows)
 
     def _rows(
         self,
@@ -215,7 +215,7 @@ class AsyncInMemoryEventStore:
         """Removes the stream's snapshot."""
         self.sync.delete_snapshot(stream_id, conn=conn)
 
-    async def read_stream(
+    def read_stream(
         self,
         stream_id: str,
         *,
@@ -225,12 +225,13 @@ class AsyncInMemoryEventStore:
         conn: object = None,
     ) -> AsyncIterator[RecordedEvent[Event]]:
         """Yields a stream's events as typed, current-version events."""
-        for event in self.sync.read_stream(
-            stream_id, direction=direction, from_version=from_version, limit=limit, conn=conn
-        ):
-            yield event
+        return _aiter(
+            self.sync.read_stream(
+                stream_id, direction=direction, from_version=from_version, limit=limit, conn=conn
+            )
+        )
 
-    async def read_stream_raw(
+    def read_stream_raw(
         self,
         stream_id: str,
         *,
@@ -240,10 +241,19 @@ class AsyncInMemoryEventStore:
         conn: object = None,
     ) -> AsyncIterator[RawRecordedEvent]:
         """Yields a stream's events as stored, payloads as dicts."""
-        for event in self.sync.read_stream_raw(
-            stream_id, direction=direction, from_version=from_version, limit=limit, conn=conn
-        ):
-            yield event
+        return _aiter(
+            self.sync.read_stream_raw(
+                stream_id, direction=direction, from_version=from_version, limit=limit, conn=conn
+            )
+        )
+
+
+T = TypeVar("T")
+
+
+async def _aiter(items: Iterator[T]) -> AsyncIterator[T]:
+    for item in items:
+        yield item
 
 
 def _refuse_connection(conn: object) -> None:

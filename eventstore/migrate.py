@@ -19,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
 from eventstore._connections import sqlalchemy_url
 from eventstore.errors import ConfigurationError, DatabaseUnavailableError
@@ -34,6 +35,7 @@ __all__ = [
     "migration_schema",
     "migrations_dir",
     "upgrade",
+    "versions_dir",
 ]
 
 BRANCH_LABEL: Final = "eventstore"
@@ -60,9 +62,9 @@ def migration_schema(config: Config | None = None) -> str:
         value = config.attributes.get(SCHEMA_ATTRIBUTE)
         if value:
             return str(value)
-        x_args = config.get_section_option(config.config_ini_section, "eventstore_schema")
-        if x_args:
-            return x_args
+        ini_option = config.get_section_option(config.config_ini_section, "eventstore_schema")
+        if ini_option:
+            return ini_option
     try:
         from alembic import context
 
@@ -85,14 +87,22 @@ def alembic_config(url: str, schema: str = DEFAULT_SCHEMA) -> Config:
 
 def upgrade(url: str, schema: str = DEFAULT_SCHEMA, revision: str = "heads") -> None:
     """Migrates the database up to ``revision`` (all heads by default)."""
-    with _reachable(url):
+    with _reachable(url), _known_revision(revision):
         command.upgrade(alembic_config(url, schema), revision)
 
 
 def downgrade(url: str, revision: str, schema: str = DEFAULT_SCHEMA) -> None:
     """Migrates the database down to ``revision`` (``base`` removes everything)."""
-    with _reachable(url):
+    with _reachable(url), _known_revision(revision):
         command.downgrade(alembic_config(url, schema), revision)
+
+
+@contextmanager
+def _known_revision(revision: str) -> Iterator[None]:
+    try:
+        yield
+    except CommandError as exc:
+        raise ConfigurationError(f"cannot migrate to {revision!r}: {exc}") from exc
 
 
 def head_revisions() -> set[str]:

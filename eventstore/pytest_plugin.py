@@ -18,23 +18,26 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-import pytest_asyncio
 from psycopg import sql
 
 from eventstore._connections import libpq_url
+from eventstore.aggregate import Aggregate
 from eventstore.async_store import AsyncPostgresEventStore
 from eventstore.events import EventRegistry
 from eventstore.memory import AsyncInMemoryEventStore, InMemoryEventStore
 from eventstore.migrate import upgrade
+from eventstore.repository import Repository
 from eventstore.store import PostgresEventStore
+
+A = TypeVar("A", bound=Aggregate)
 
 URL_VARIABLES = ("EVENTSTORE_TEST_DATABASE_URL", "DATABASE_URL")
 
@@ -163,15 +166,37 @@ def postgres_event_store(
         yield store
 
 
-@pytest_asyncio.fixture
-async def async_postgres_event_store(
+async def _async_postgres_event_store(
     eventstore_database_url: str, eventstore_registry: EventRegistry
 ) -> AsyncIterator[AsyncPostgresEventStore]:
-    """Yields an async Postgres event store on a fresh database."""
+    """Yields an async Postgres event store on a fresh database (needs pytest-asyncio)."""
     async with AsyncPostgresEventStore(
         eventstore_database_url, registry=eventstore_registry
     ) as store:
         yield store
+
+
+try:  # the async fixture exists only where pytest-asyncio does (the `testing` extra)
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - exercised by installs without the extra
+    pass
+else:
+    async_postgres_event_store = pytest_asyncio.fixture(
+        _async_postgres_event_store, name="async_postgres_event_store"
+    )
+
+
+@pytest.fixture
+def in_memory_repository(
+    eventstore_registry: EventRegistry,
+) -> Callable[[type[A]], Repository[A]]:
+    """Returns a factory of repositories over a fresh in-memory store per call."""
+
+    def make(aggregate: type[A], snapshot_every: int | None = None) -> Repository[A]:
+        store = InMemoryEventStore(eventstore_registry)
+        return Repository(store, aggregate, snapshot_every=snapshot_every)
+
+    return make
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "VERSION_TABLE",
     "XID8",
+    "exclude_schema",
     "include_object",
     "make_metadata",
     "metadata",

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -226,12 +226,15 @@ class PostgresEventStore:
     ) -> AppendResult:
         try:
             rows = self._fetch(conn, self._append_statement(plan), plan.params())
-        except DuplicateEventIdError:
-            # A concurrent append of the same ids won the race. In autocommit nothing of
-            # ours was written and the connection is usable; in a caller's transaction
-            # the transaction is aborted, so the caller must retry it.
+        except DuplicateEventIdError as exc:
+            # The ids are stored already: by a concurrent retry that won the race, or
+            # elsewhere. In a caller's transaction the transaction is aborted, so the
+            # caller must retry it. On our own connection nothing of ours was written:
+            # look at what is stored to return the original result or raise.
             if not own:
-                raise
+                raise DuplicateEventIdError(plan.stream_id, list(plan.event_ids)) from exc
+            if not conn.autocommit:  # a pool given by the user may not be in autocommit
+                conn.rollback()
             rows = []
         if rows:
             return _core.result_from_rows(plan, rows)
@@ -291,9 +294,14 @@ class PostgresEventStore:
         """Yields a stream's events as typed, current-version events, page by page.
 
         Memory stays constant however long the stream is. ``from_version`` is inclusive;
-        backward reads start at the end unless it is given.
+        backward reads start at the end unless it is given. Arguments are checked at the
+        call, rows are fetched as the iteration goes.
         """
-        for row in self._read_rows(stream_id, direction, from_version, limit, conn):
+        rows = self._read_rows(_ReadBounds.check(stream_id, direction, from_version, limit), conn)
+        return self._decoded(rows)
+
+    def _decoded(self, rows: Iterator[tuple[Any, ...]]) -> Iterator[RecordedEvent[Event]]:
+        for row in rows:
             yield _core.decode_row(self._registry, row)
 
     def read_stream_raw(
@@ -306,19 +314,17 @@ class PostgresEventStore:
         conn: SyncConnectionLike | None = None,
     ) -> Iterator[RawRecordedEvent]:
         """Yields a stream's events as stored, payloads as dicts, without the registry."""
-        for row in self._read_rows(stream_id, direction, from_version, limit, conn):
+        rows = self._read_rows(_ReadBounds.check(stream_id, direction, from_version, limit), conn)
+        return self._raw(rows)
+
+    def _raw(self, rows: Iterator[tuple[Any, ...]]) -> Iterator[RawRecordedEvent]:
+        for row in rows:
             yield _core.decode_raw_row(row)
 
     def _read_rows(
-        self,
-        stream_id: str,
-        direction: str,
-        from_version: int | None,
-        limit: int | None,
-        conn: SyncConnectionLike | None,
+        self, bounds: _ReadBounds, conn: SyncConnectionLike | None
     ) -> Iterator[tuple[Any, ...]]:
-        stream_id = _core.validate_stream_id(stream_id)
-        forward, version, remaining = _core.read_bounds(direction, from_version, limit)
+        stream_id, forward, version, remaining = bounds
         query = self._statements.read_forward if forward else self._statements.read_backward
         while remaining is None or remaining > 0:
             page = self._page_size if remaining is None else min(remaining, self._page_size)
@@ -334,3 +340,18 @@ class PostgresEventStore:
             version = rows[page][2]
             if remaining is not None:
                 remaining -= page
+
+
+class _ReadBounds(NamedTuple):
+    stream_id: str
+    forward: bool
+    version: int
+    remaining: int | None
+
+    @classmethod
+    def check(
+        cls, stream_id: str, direction: str, from_version: int | None, limit: int | None
+    ) -> _ReadBounds:
+        """Validates read arguments before any I/O."""
+        forward, version, remaining = _core.read_bounds(direction, from_version, limit)
+        return cls(_core.validate_stream_id(stream_id), forward, version, remaining)

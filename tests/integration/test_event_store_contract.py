@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -16,9 +16,11 @@ from eventstore import (
     EventMetadata,
     EventRegistry,
     EventStore,
+    InvalidArgumentError,
     InvalidEventError,
     InvalidStreamIdError,
     UnknownEventTypeError,
+    UpcastError,
     WrongExpectedVersionError,
 )
 from tests.support import Deposited, Opened, Renamed
@@ -250,7 +252,7 @@ def test_unknown_type_on_read_names_it_and_keeps_the_raw_record(store: EventStor
 
 def test_invalid_expected_version_is_rejected(store: EventStore) -> None:
     for bad in (-1, "1", True, 1.5):
-        with pytest.raises(InvalidEventError):
+        with pytest.raises(InvalidArgumentError):
             store.append("acc-1", dep(1), expected_version=bad)  # type: ignore[arg-type]
 
 
@@ -272,3 +274,51 @@ def test_old_versions_are_upcast_on_read(store: EventStore) -> None:
     assert event.schema_version == 1
     (raw,) = store.read_stream_raw("acc-1")
     assert raw.data == {"value": 42}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"direction": "sideways"}, {"limit": -1}, {"from_version": -3}, {"limit": "10"}],
+)
+def test_bad_read_arguments_fail_at_the_call(store: EventStore, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(InvalidArgumentError):
+        store.read_stream("acc-1", **kwargs)  # no iteration needed
+    with pytest.raises(InvalidStreamIdError):
+        store.read_stream_raw("")
+
+
+def test_a_mapping_is_not_a_list_of_events(store: EventStore) -> None:
+    with pytest.raises(InvalidEventError):
+        store.append("acc-1", {"amount": 1})  # type: ignore[arg-type]
+
+
+def test_stored_data_that_no_longer_validates_is_a_typed_error(store: EventStore) -> None:
+    current = store.registry
+    store._registry = EventRegistry([Renamed])  # type: ignore[attr-defined]
+    store.append("acc-1", Renamed(name="x"))
+    store._registry = current  # type: ignore[attr-defined]
+
+    class Stricter(Event):
+        event_type: ClassVar[str] = "test.Renamed"
+        name: int
+
+    store._registry = EventRegistry([Stricter])  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(InvalidEventError, match="does not validate"):
+            list(store.read_stream("acc-1"))
+    finally:
+        store._registry = current  # type: ignore[attr-defined]
+
+
+def test_a_raising_upcaster_is_a_typed_error(store: EventStore) -> None:
+    current = store.registry
+    store._registry = EventRegistry([DepositedV1])  # type: ignore[attr-defined]
+    store.append("acc-1", DepositedV1(value=1))
+    broken = EventRegistry([Deposited])
+    broken.add_upcaster("test.Deposited", 1, lambda data: data["missing"])
+    store._registry = broken  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(UpcastError, match="KeyError"):
+            list(store.read_stream("acc-1"))
+    finally:
+        store._registry = current  # type: ignore[attr-defined]

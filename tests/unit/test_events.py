@@ -5,7 +5,14 @@ from typing import Any, ClassVar
 
 import pytest
 
-from eventstore import Event, EventRegistry, InvalidEventError, UnknownEventTypeError, UpcastError
+from eventstore import (
+    Event,
+    EventRegistry,
+    InvalidArgumentError,
+    InvalidEventError,
+    UnknownEventTypeError,
+    UpcastError,
+)
 from eventstore._core import shard_key, validate_expected
 from eventstore.events import uuid7
 from tests.support import Deposited, make_registry
@@ -49,10 +56,13 @@ def test_renaming_a_class_keeps_its_stored_name() -> None:
     assert registry.decode("test.Deposited", 3, encoded.data) == Deposited(amount=1, currency="EUR")
 
 
-def test_aliases_read_old_type_names() -> None:
+def test_aliases_read_old_type_names_through_the_same_upcasters() -> None:
     registry = EventRegistry()
-    registry.register(Unregistered, aliases=["legacy.Thing"])
-    assert registry.decode("legacy.Thing", 1, '{"x": 3}') == Unregistered(x=3)
+    registry.register(Deposited, aliases=["legacy.Deposit"])
+    registry.add_upcaster("test.Deposited", 2, lambda d: {"currency": "EUR", **d})
+    assert registry.decode("legacy.Deposit", 2, '{"amount": 3}') == Deposited(
+        amount=3, currency="EUR"
+    )
 
 
 def test_upcaster_chain_brings_v1_to_v3() -> None:
@@ -96,5 +106,23 @@ def test_shard_key_is_stable_and_non_negative() -> None:
 
 @pytest.mark.parametrize("value", [-1, "1", True, 1.0, None])
 def test_expected_version_must_be_a_state_or_non_negative_int(value: Any) -> None:
-    with pytest.raises(InvalidEventError):
+    with pytest.raises(InvalidArgumentError):
         validate_expected(value)
+
+
+def test_uuid7_is_monotonic_across_threads() -> None:
+    import threading
+
+    batches: list[list[uuid.UUID]] = []
+
+    def draw() -> None:
+        batches.append([uuid7() for _ in range(2000)])
+
+    threads = [threading.Thread(target=draw) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [i for b in batches for i in b]
+    assert len(set(every)) == len(every)
+    assert all(b == sorted(b, key=lambda u: u.bytes) for b in batches)
