@@ -348,7 +348,7 @@ def measure_load(ours_url: str, bank_url: str, settings: Settings) -> Result:
             return 1
 
         def theirs() -> int:
-            account = app.repository.get(bank_id)
+            account: BankAccount = app.repository.get(bank_id)
             check_account("eventsourcing", account.balance, account.version, LOAD_EVENTS)
             return 1
 
@@ -447,7 +447,7 @@ def measure_command(ours_url: str, bank_url: str, settings: Settings) -> Result:
             return 1
 
         def theirs() -> int:
-            account = app.repository.get(bank_id)
+            account: BankAccount = app.repository.get(bank_id)
             account.deposit(DEPOSIT)
             app.save(account)
             done["theirs"] += 1
@@ -460,7 +460,7 @@ def measure_command(ours_url: str, bank_url: str, settings: Settings) -> Result:
         )
         mine = repo.get("command")
         check_account("eventkeeper commands", mine.balance, mine.version, done["ours"] + 1)
-        bank = app.repository.get(bank_id)
+        bank: BankAccount = app.repository.get(bank_id)
         check_account("eventsourcing commands", bank.balance, bank.version, done["theirs"] + 1)
     return Result(
         "command",

@@ -7,6 +7,9 @@ Conventions in ``docs/**/*.md``:
 * A block right after a ``<!-- file: PATH -->`` line is a file of an example project (an
   alembic ``env.py``, a ``conftest.py``). It does not run on its own: a test below writes
   those files to a temporary directory and runs the project, as its user would.
+* A block right after a ``<!-- excerpt: PATH -->`` line shows part of a file of this
+  repository (``examples/bank.py``). It does not run; its pieces, separated by ``...``
+  lines, must appear verbatim and in order in that file.
 * Anything else is ```pycon, ```console, ```text, ```sql, ```ini or ```toml, never run.
 """
 
@@ -41,6 +44,8 @@ DOCS = ROOT / "docs"
 LANGUAGES = {"python", "pycon", "console", "text", "sql", "ini", "toml"}
 FENCE = re.compile(r"^```(.*)$")
 FILE_MARKER = re.compile(r"^<!-- file: (\S+) -->$")
+EXCERPT_MARKER = re.compile(r"^<!-- excerpt: (\S+) -->$")
+ELISION = re.compile(r"^\s*\.\.\.\n", re.MULTILINE)
 LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
 HEADING = re.compile(r"^#+ (.*)$", re.MULTILINE)
 
@@ -54,7 +59,13 @@ PROJECT_FILES = {
         "alembic/versions/5f1c0a6b2d3e_orders.py",
         "migrate_db.py",
     },
-    TESTING_DOC: {"pyproject.toml", "accounts.py", "conftest.py", "test_accounts.py"},
+    TESTING_DOC: {
+        "pyproject.toml",
+        "accounts.py",
+        "conftest.py",
+        "test_accounts.py",
+        "test_account_aggregate.py",
+    },
 }
 APP_HEAD = "5f1c0a6b2d3e"
 (EVENTSTORE_HEAD,) = eventstore.migrate.head_revisions()
@@ -69,6 +80,7 @@ class Block:
     language: str
     code: str
     file: str | None  # the PATH of a preceding `<!-- file: PATH -->` line
+    excerpt: str | None = None  # the PATH of a preceding `<!-- excerpt: PATH -->` line
 
 
 def parse(doc: Path) -> list[Block]:
@@ -86,9 +98,18 @@ def parse(doc: Path) -> list[Block]:
             end += 1
         assert end < len(lines), f"{doc}:{i + 1}: unclosed code fence"
         marker = FILE_MARKER.match(lines[i - 1]) if i else None
+        excerpt = EXCERPT_MARKER.match(lines[i - 1]) if i else None
         code = "".join(line + "\n" for line in lines[i + 1 : end])
         language = opening.group(1).strip()
-        blocks.append(Block(i + 2, language, code, marker.group(1) if marker else None))
+        blocks.append(
+            Block(
+                i + 2,
+                language,
+                code,
+                marker.group(1) if marker else None,
+                excerpt.group(1) if excerpt else None,
+            )
+        )
         i = end + 1
     return blocks
 
@@ -102,7 +123,9 @@ def name(doc: Path) -> str:
 
 
 def runnable(doc: Path) -> list[Block]:
-    return [b for b in parse(doc) if b.language == "python" and b.file is None]
+    return [
+        b for b in parse(doc) if b.language == "python" and b.file is None and b.excerpt is None
+    ]
 
 
 def project_files(page: str) -> dict[str, str]:
@@ -128,6 +151,9 @@ def test_the_docs_exist() -> None:
         "reference/cli.md",
         "discussions/append.md",
         "discussions/sync-and-async.md",
+        "how-to/aggregates.md",
+        "how-to/upcasting.md",
+        "how-to/metadata.md",
     }
 
 
@@ -171,6 +197,19 @@ def test_shown_command_output_names_the_current_migration_heads(doc: Path) -> No
         for revision in REVISION_ID.findall(block.code)
     }
     assert shown <= eventstore.migrate.head_revisions()
+
+
+@pytest.mark.parametrize("doc", [p for p in pages() if any(b.excerpt for b in parse(p))], ids=name)
+def test_excerpts_match_the_files_they_quote(doc: Path) -> None:
+    for block in parse(doc):
+        if block.excerpt is None:
+            continue
+        source = (ROOT / block.excerpt).read_text(encoding="utf-8")
+        start = 0
+        for piece in ELISION.split(block.code):
+            found = source.find(piece, start)
+            assert found >= 0, f"{name(doc)}:{block.line}: not in {block.excerpt}:\n{piece}"
+            start = found + len(piece)
 
 
 def test_every_project_file_the_docs_show_is_exercised() -> None:
