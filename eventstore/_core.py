@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import uuid
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -307,8 +308,6 @@ def decode_row(registry: EventRegistry, row: RawRow) -> RecordedEvent[Event]:
 
 def decode_raw_row(row: RawRow) -> RawRecordedEvent:
     """Decodes a stored row without the registry: payload and metadata as dicts."""
-    import json
-
     position, stream_id, version, event_id, event_type, schema_version, data, meta, at, xid = row
     return RawRecordedEvent(
         global_position=position,

@@ -95,6 +95,11 @@ READ_BACKWARD: Final = (
     _EVENT_COLUMNS + "WHERE stream_id = %(stream_id)s AND version <= %(version)s "
     "ORDER BY version DESC LIMIT %(limit)s"
 )
+# The lean read of aggregates and deciders: only what rebuilding state needs.
+READ_DATA_FORWARD: Final = (
+    "SELECT version, event_type, schema_version, data::text FROM {events} "
+    "WHERE stream_id = %(stream_id)s AND version >= %(version)s ORDER BY version LIMIT %(limit)s"
+)
 
 # A snapshot only ever moves forward: an older one never overwrites a newer one.
 SAVE_SNAPSHOT: Final = (
@@ -125,6 +130,7 @@ class Statements:
     find_event_ids: bytes
     read_forward: bytes
     read_backward: bytes
+    read_data_forward: bytes
     save_snapshot: bytes
     load_snapshot: bytes
     delete_snapshot: bytes
@@ -153,6 +159,7 @@ def render(schema: str) -> Statements:
         find_event_ids=build(FIND_EVENT_IDS),
         read_forward=build(READ_FORWARD),
         read_backward=build(READ_BACKWARD),
+        read_data_forward=build(READ_DATA_FORWARD),
         save_snapshot=build(SAVE_SNAPSHOT),
         load_snapshot=build(LOAD_SNAPSHOT),
         delete_snapshot=build(DELETE_SNAPSHOT),

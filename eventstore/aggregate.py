@@ -172,6 +172,14 @@ class Aggregate(BaseModel):
         self._apply(recorded.data)
         self._version = recorded.version
 
+    def apply_stored(self, event: Event) -> None:
+        """Applies a stored event while loading; the loader sets the version once at the end."""
+        self._apply(event)
+
+    def loaded_at(self, version: int) -> None:
+        """Sets the version a loader brought the aggregate to."""
+        self._version = version
+
     def mark_saved(self, version: int) -> None:
         """Forgets the pending events after a save that brought the stream to ``version``."""
         self._pending.clear()

@@ -330,15 +330,37 @@ class AsyncPostgresEventStore:
         rows = self._read_rows(_ReadBounds.check(stream_id, direction, from_version, limit), conn)
         return self._raw(rows)
 
+    def read_stream_data(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        conn: AsyncConnectionLike | None = None,
+    ) -> AsyncIterator[tuple[int, Event]]:
+        """Yields ``(version, typed event)`` pairs: the lean read that rebuilds aggregates.
+
+        It fetches only the columns state needs (no ids, times or metadata).
+        """
+        bounds = _ReadBounds.check(stream_id, "forward", from_version, None)
+        return self._data(self._read_rows(bounds, conn, lean=True))
+
+    async def _data(self, rows: AsyncIterator[tuple[Any, ...]]) -> AsyncIterator[tuple[int, Event]]:
+        decode = self._registry.decode
+        async for version, event_type, schema_version, data in rows:
+            yield version, decode(event_type, schema_version, data)
+
     async def _raw(self, rows: AsyncIterator[tuple[Any, ...]]) -> AsyncIterator[RawRecordedEvent]:
         async for row in rows:
             yield _core.decode_raw_row(row)
 
     async def _read_rows(
-        self, bounds: _ReadBounds, conn: AsyncConnectionLike | None
+        self, bounds: _ReadBounds, conn: AsyncConnectionLike | None, *, lean: bool = False
     ) -> AsyncIterator[tuple[Any, ...]]:
         stream_id, forward, version, remaining = bounds
         query = self._statements.read_forward if forward else self._statements.read_backward
+        if lean:
+            query = self._statements.read_data_forward
+        at = 0 if lean else 2  # where the version column is
         while remaining is None or remaining > 0:
             page = self._page_size if remaining is None else min(remaining, self._page_size)
             # One row more than the page tells whether another page follows, so a stream
@@ -350,7 +372,7 @@ class AsyncPostgresEventStore:
                 yield row
             if len(rows) <= page:
                 return
-            version = rows[page][2]
+            version = rows[page][at]
             if remaining is not None:
                 remaining -= page
 

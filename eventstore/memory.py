@@ -135,6 +135,14 @@ class InMemoryEventStore:
         rows = self._rows(stream_id, direction, from_version, limit, conn)
         return (_core.decode_row(self._registry, row) for row in rows)
 
+    def read_stream_data(
+        self, stream_id: str, *, from_version: int | None = None, conn: object = None
+    ) -> Iterator[tuple[int, Event]]:
+        """Yields ``(version, typed event)`` pairs: the lean read that rebuilds aggregates."""
+        rows = self._rows(stream_id, "forward", from_version, None, conn)
+        decode = self._registry.decode
+        return ((r[2], decode(r[4], r[5], r[6])) for r in rows)
+
     def read_stream_raw(
         self,
         stream_id: str,
@@ -230,6 +238,12 @@ class AsyncInMemoryEventStore:
                 stream_id, direction=direction, from_version=from_version, limit=limit, conn=conn
             )
         )
+
+    def read_stream_data(
+        self, stream_id: str, *, from_version: int | None = None, conn: object = None
+    ) -> AsyncIterator[tuple[int, Event]]:
+        """Yields ``(version, typed event)`` pairs: the lean read that rebuilds aggregates."""
+        return _aiter(self.sync.read_stream_data(stream_id, from_version=from_version, conn=conn))
 
     def read_stream_raw(
         self,

@@ -55,6 +55,10 @@ class EventStore(Protocol):
         conn: Any = None,
     ) -> Iterator[RawRecordedEvent]: ...
 
+    def read_stream_data(
+        self, stream_id: str, *, from_version: int | None = None, conn: Any = None
+    ) -> Iterator[tuple[int, Event]]: ...
+
 
 class AsyncEventStore(Protocol):
     """Appends to and reads streams, with asyncio."""
@@ -98,3 +102,7 @@ class AsyncEventStore(Protocol):
         limit: int | None = None,
         conn: Any = None,
     ) -> AsyncIterator[RawRecordedEvent]: ...
+
+    def read_stream_data(
+        self, stream_id: str, *, from_version: int | None = None, conn: Any = None
+    ) -> AsyncIterator[tuple[int, Event]]: ...

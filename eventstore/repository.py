@@ -68,9 +68,13 @@ class Repository(Generic[A]):
         start = 1 if aggregate is None else aggregate.version + 1
         if aggregate is None:
             aggregate = self.aggregate.blank(aggregate_id)
-        for recorded in self.store.read_stream(stream_id, from_version=start, conn=conn):
-            aggregate.replay(recorded)
-        return aggregate if aggregate.version > 0 else None
+        version = aggregate.version
+        apply = aggregate.apply_stored
+        for loaded, event in self.store.read_stream_data(stream_id, from_version=start, conn=conn):
+            apply(event)
+            version = loaded
+        aggregate.loaded_at(version)
+        return aggregate if version > 0 else None
 
     def get(self, aggregate_id: str, *, conn: Any = None) -> A:
         """Returns the aggregate; raises `AggregateNotFoundError` when it has no events."""
@@ -159,9 +163,9 @@ class DeciderRepository(Generic[C, S]):
         state = self.decider.initial_state()
         stream_id = self.stream_id_for(entity_id)
         version = 0
-        for recorded in self.store.read_stream(stream_id, conn=conn):
-            state = self.decider.evolve(state, recorded.data)
-            version = recorded.version
+        for loaded, event in self.store.read_stream_data(stream_id, conn=conn):
+            state = self.decider.evolve(state, event)
+            version = loaded
         return state, StreamInfo(stream_id, exists=version > 0, version=version)
 
     def handle(

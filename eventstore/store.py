@@ -317,15 +317,37 @@ class PostgresEventStore:
         rows = self._read_rows(_ReadBounds.check(stream_id, direction, from_version, limit), conn)
         return self._raw(rows)
 
+    def read_stream_data(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        conn: SyncConnectionLike | None = None,
+    ) -> Iterator[tuple[int, Event]]:
+        """Yields ``(version, typed event)`` pairs: the lean read that rebuilds aggregates.
+
+        It fetches only the columns state needs (no ids, times or metadata).
+        """
+        bounds = _ReadBounds.check(stream_id, "forward", from_version, None)
+        return self._data(self._read_rows(bounds, conn, lean=True))
+
+    def _data(self, rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[int, Event]]:
+        decode = self._registry.decode
+        for version, event_type, schema_version, data in rows:
+            yield version, decode(event_type, schema_version, data)
+
     def _raw(self, rows: Iterator[tuple[Any, ...]]) -> Iterator[RawRecordedEvent]:
         for row in rows:
             yield _core.decode_raw_row(row)
 
     def _read_rows(
-        self, bounds: _ReadBounds, conn: SyncConnectionLike | None
+        self, bounds: _ReadBounds, conn: SyncConnectionLike | None, *, lean: bool = False
     ) -> Iterator[tuple[Any, ...]]:
         stream_id, forward, version, remaining = bounds
         query = self._statements.read_forward if forward else self._statements.read_backward
+        if lean:
+            query = self._statements.read_data_forward
+        at = 0 if lean else 2  # where the version column is
         while remaining is None or remaining > 0:
             page = self._page_size if remaining is None else min(remaining, self._page_size)
             # One row more than the page tells whether another page follows, so a stream
@@ -337,7 +359,7 @@ class PostgresEventStore:
                 yield row
             if len(rows) <= page:
                 return
-            version = rows[page][2]
+            version = rows[page][at]
             if remaining is not None:
                 remaining -= page
 

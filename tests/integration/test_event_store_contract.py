@@ -322,3 +322,9 @@ def test_a_raising_upcaster_is_a_typed_error(store: EventStore) -> None:
             list(store.read_stream("acc-1"))
     finally:
         store._registry = current  # type: ignore[attr-defined]
+
+
+def test_read_stream_data_yields_versions_and_typed_events(store: EventStore) -> None:
+    store.append("acc-1", [Opened(owner="ann"), dep(5), dep(7)])
+    assert list(store.read_stream_data("acc-1", from_version=2)) == [(2, dep(5)), (3, dep(7))]
+    assert list(store.read_stream_data("missing")) == []
