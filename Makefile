@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench generate clean
+.PHONY: demo test lint bench bench-aggregates generate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/append.py
+
+# The comparison with the `eventsourcing` package runs in its own environment, so that
+# package never becomes a dependency of this project.
+bench-aggregates:
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install -q -e . -r benchmarks/requirements-aggregates.txt
+	.venv-bench/bin/python benchmarks/aggregates.py
 
 generate: $(STAMP)
 	$(BIN)/python tools/async_to_sync.py
