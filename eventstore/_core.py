@@ -218,7 +218,9 @@ def _check_ids(event_ids: Sequence[uuid.UUID] | None, count: int) -> list[uuid.U
 
 
 def result_from_rows(plan: AppendPlan, rows: Sequence[tuple[int, int, int]]) -> AppendResult:
-    """Builds the result of a successful append from its returned rows."""
+    """Builds the result of a successful append from its returned rows (in any order)."""
+    if len(rows) > 1:
+        rows = sorted(rows, key=lambda row: row[1])
     return AppendResult(
         stream_id=plan.stream_id,
         first_version=rows[0][1],

@@ -71,7 +71,7 @@ _INSERT_EVENTS: Final = (
     "WITH ORDINALITY AS e(event_id, event_type, schema_version, data, n) "
     "ORDER BY e.n "
     "RETURNING global_position, version, transaction_id) "
-    "SELECT global_position, version, transaction_id::text::bigint FROM ins ORDER BY version"
+    "SELECT global_position, version, transaction_id::text::bigint FROM ins"
 )
 
 STREAM_VERSION: Final = "SELECT version FROM {streams} WHERE stream_id = %(stream_id)s"

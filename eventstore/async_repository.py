@@ -136,17 +136,32 @@ class AsyncRepository(Generic[A]):
         blank instead of raising `AggregateNotFoundError`. A command that raises saves
         nothing.
         """
-        async for attempt in _retrying(self.attempts):
+        try:  # the common case, without building a retry loop
+            return await self._update_once(aggregate_id, command, create, metadata, conn)
+        except WrongExpectedVersionError:
+            if self.attempts == 1:
+                raise
+        async for attempt in _retrying(self.attempts - 1):
             with attempt:
-                aggregate = await self.get_or_none(aggregate_id, conn=conn)
-                if aggregate is None:
-                    if not create:
-                        raise AggregateNotFoundError(self.aggregate.__qualname__, aggregate_id)
-                    aggregate = self.aggregate.blank(aggregate_id)
-                command(aggregate)
-                await self.save(aggregate, metadata=metadata, conn=conn)
-                return aggregate
+                return await self._update_once(aggregate_id, command, create, metadata, conn)
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _update_once(
+        self,
+        aggregate_id: str,
+        command: Callable[[A], object],
+        create: bool,
+        metadata: EventMetadata | Mapping[str, Any] | None,
+        conn: Any,
+    ) -> A:
+        aggregate = await self.get_or_none(aggregate_id, conn=conn)
+        if aggregate is None:
+            if not create:
+                raise AggregateNotFoundError(self.aggregate.__qualname__, aggregate_id)
+            aggregate = self.aggregate.blank(aggregate_id)
+        command(aggregate)
+        await self.save(aggregate, metadata=metadata, conn=conn)
+        return aggregate
 
 
 class AsyncDeciderRepository(Generic[C, S]):

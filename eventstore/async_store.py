@@ -150,21 +150,33 @@ class AsyncPostgresEventStore:
         between attempts discards them instead of failing once per stale connection.
         """
         pool = await self._ensure_pool()
+        try:  # the common case, without building a retry loop
+            return await self._attempt(pool, operation)
+        except DatabaseUnavailableError:
+            if self._reconnect_attempts == 1:
+                raise
         async for attempt in tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(DatabaseUnavailableError),
-            stop=tenacity.stop_after_attempt(self._reconnect_attempts),
+            stop=tenacity.stop_after_attempt(self._reconnect_attempts - 1),
             wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
             reraise=True,
         ):
             with attempt:
-                try:
-                    with translated_errors():
-                        async with pool.connection() as own:
-                            return await operation(own)
-                except DatabaseUnavailableError:
-                    await pool.check()
-                    raise
+                return await self._attempt(pool, operation)
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _attempt(
+        self,
+        pool: psycopg_pool.AsyncConnectionPool[Any],
+        operation: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
+    ) -> T:
+        try:
+            with translated_errors():
+                async with pool.connection() as own:
+                    return await operation(own)
+        except DatabaseUnavailableError:
+            await pool.check()
+            raise
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

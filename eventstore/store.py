@@ -147,21 +147,33 @@ class PostgresEventStore:
         between attempts discards them instead of failing once per stale connection.
         """
         pool = self._ensure_pool()
+        try:  # the common case, without building a retry loop
+            return self._attempt(pool, operation)
+        except DatabaseUnavailableError:
+            if self._reconnect_attempts == 1:
+                raise
         for attempt in tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(DatabaseUnavailableError),
-            stop=tenacity.stop_after_attempt(self._reconnect_attempts),
+            stop=tenacity.stop_after_attempt(self._reconnect_attempts - 1),
             wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
             reraise=True,
         ):
             with attempt:
-                try:
-                    with translated_errors():
-                        with pool.connection() as own:
-                            return operation(own)
-                except DatabaseUnavailableError:
-                    pool.check()
-                    raise
+                return self._attempt(pool, operation)
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _attempt(
+        self,
+        pool: psycopg_pool.ConnectionPool[Any],
+        operation: Callable[[psycopg.Connection[Any]], T],
+    ) -> T:
+        try:
+            with translated_errors():
+                with pool.connection() as own:
+                    return operation(own)
+        except DatabaseUnavailableError:
+            pool.check()
+            raise
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:

@@ -36,7 +36,7 @@ from alembic import command
 from alembic.util import CommandError
 
 import eventstore.migrate
-from eventstore import Event, EventRegistry, PostgresEventStore, make_metadata
+from eventstore import Event, EventRegistry, PostgresEventStore, _sql, make_metadata
 from eventstore.pytest_plugin import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,6 +197,17 @@ def test_shown_command_output_names_the_current_migration_heads(doc: Path) -> No
         for revision in REVISION_ID.findall(block.code)
     }
     assert shown <= eventstore.migrate.head_revisions()
+
+
+def sql_text(statement: str) -> str:
+    """Returns a statement with identifiers unquoted and whitespace normalised."""
+    text = re.sub(r"\s+", " ", statement.replace('"', "")).strip()
+    return re.sub(r"\s+\)", ")", re.sub(r"\(\s+", "(", text))
+
+
+def test_the_append_statement_shown_is_the_one_sent() -> None:
+    shown = next(b for b in parse(DOCS / "discussions/append.md") if b.language == "sql")
+    assert sql_text(shown.code) == sql_text(_sql.render("eventstore").append_exact.decode())
 
 
 @pytest.mark.parametrize("doc", [p for p in pages() if any(b.excerpt for b in parse(p))], ids=name)
