@@ -99,11 +99,13 @@ def translated_errors(stream_id: str | None = None) -> Iterator[None]:
         raise SchemaNotMigratedError(
             f"event store tables not found ({exc.diag.message_primary}); run `eventstore migrate`"
         ) from exc
-    except psycopg.errors.TransactionRollback as exc:  # 40001 serialization, 40P01 deadlock
-        raise TransactionConflictError(f"transaction aborted by Postgres: {exc}") from exc
     except psycopg_pool.PoolTimeout as exc:
         raise DatabaseUnavailableError(f"no database connection in time: {exc}") from exc
     except psycopg.OperationalError as exc:
+        # psycopg puts SQLSTATE class 40 (40001 serialization, 40P01 deadlock) directly
+        # under OperationalError, so the class is told by its code.
+        if (exc.sqlstate or "").startswith("40"):
+            raise TransactionConflictError(f"transaction aborted by Postgres: {exc}") from exc
         if not _is_connection_loss(exc):
             raise  # a statement or lock timeout, a cancel: not an outage
         raise DatabaseUnavailableError(f"database unavailable: {exc}") from exc

@@ -95,7 +95,13 @@ def _event_class_of(fn: Callable[..., None]) -> type[Event]:
     params = list(inspect.signature(fn).parameters)
     if len(params) != 2:
         raise TypeError(f"@applies handler {fn.__qualname__} must take (self, event)")
-    hint = typing.get_type_hints(fn).get(params[1])
+    try:
+        hint = typing.get_type_hints(fn).get(params[1])
+    except NameError as exc:
+        raise TypeError(
+            f"@applies handler {fn.__qualname__}: cannot resolve its annotation ({exc}); "
+            "use @applies(EventClass) for classes defined inside functions"
+        ) from exc
     if not (isinstance(hint, type) and issubclass(hint, Event)):
         raise TypeError(
             f"@applies handler {fn.__qualname__}: annotate the event parameter with an "

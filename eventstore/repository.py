@@ -6,6 +6,7 @@ change the async module and regenerate.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -13,7 +14,7 @@ import tenacity
 
 from eventstore._core import NO_STREAM, AppendResult, StreamInfo
 from eventstore.aggregate import Aggregate, AggregateNotFoundError, Decider
-from eventstore.errors import ConfigurationError, WrongExpectedVersionError
+from eventstore.errors import ConfigurationError, EventStoreError, WrongExpectedVersionError
 from eventstore.events import Event, EventMetadata
 from eventstore.protocol import EventStore
 
@@ -23,6 +24,7 @@ A = TypeVar("A", bound=Aggregate)
 C = TypeVar("C")
 S = TypeVar("S")
 R = TypeVar("R")
+logger = logging.getLogger("eventstore.repository")
 
 
 def _retrying(attempts: int) -> tenacity.Retrying:
@@ -111,8 +113,24 @@ class Repository(Generic[A]):
         previous = aggregate.version
         aggregate.mark_saved(result.last_version)
         if self._crosses_snapshot(previous, result.last_version):
-            self.store.save_snapshot(aggregate.to_snapshot(), conn=conn)
+            self._save_snapshot(aggregate, conn)
         return result
+
+    def _save_snapshot(self, aggregate: A, conn: Any) -> None:
+        # The events are committed (or in the caller's transaction) already; a snapshot is
+        # only a cache, so failing to write one must not fail the save, or a caller who
+        # retries would apply the command twice. In a caller's transaction a database
+        # error here aborts that transaction, so it propagates.
+        try:
+            self.store.save_snapshot(aggregate.to_snapshot(), conn=conn)
+        except EventStoreError:
+            if conn is not None:
+                raise
+            logger.warning(
+                "snapshot not saved",
+                extra={"stream_id": aggregate.stream_id, "version": aggregate.version},
+                exc_info=True,
+            )
 
     def _crosses_snapshot(self, before: int, after: int) -> bool:
         every = self.snapshot_every
@@ -165,6 +183,8 @@ class DeciderRepository(Generic[C, S]):
     """Runs commands through a `Decider`: fold the stream, decide, append, retry."""
 
     def __init__(self, store: EventStore, decider: Decider[C, S], *, attempts: int = 10):
+        if attempts < 1:
+            raise ConfigurationError("attempts must be >= 1")
         self.store = store
         self.decider = decider
         self.attempts = attempts

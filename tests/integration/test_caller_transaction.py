@@ -14,6 +14,7 @@ from eventstore import (
     AsyncPostgresEventStore,
     ConfigurationError,
     PostgresEventStore,
+    TransactionConflictError,
     WrongExpectedVersionError,
 )
 from eventstore._connections import sqlalchemy_url
@@ -187,3 +188,22 @@ async def test_async_raw_psycopg_connection_and_store_transaction(
         await store.append("s-3", DEP, conn=tx)
     events = [e async for e in store.read_stream("s-3")]
     assert [e.data for e in events] == [DEP]
+
+
+def test_serialization_failure_is_a_transaction_conflict(
+    eventstore_database_url: str, postgres_event_store: PostgresEventStore
+) -> None:
+    postgres_event_store.append("s", DEP)
+    with (
+        psycopg.connect(eventstore_database_url) as first,
+        psycopg.connect(eventstore_database_url) as second,
+    ):
+        for conn in (first, second):
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            assert postgres_event_store.stream_info("s", conn=conn).version == 1
+        postgres_event_store.append("s", DEP, expected_version=1, conn=first)
+        first.commit()
+        with pytest.raises(TransactionConflictError):
+            postgres_event_store.append("s", DEP, expected_version=1, conn=second)
+        second.rollback()
+    assert postgres_event_store.stream_info("s").version == 2

@@ -208,3 +208,30 @@ def test_decider_repository_appends_decisions() -> None:
     repo.handle("c1", Increment(by=5))
     state, info = repo.load("c1")
     assert (state, info.version) == (7, 2)
+
+
+def test_a_failed_snapshot_write_does_not_fail_a_committed_save(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from eventstore import DatabaseUnavailableError
+
+    repo = in_memory_repository(Account, registry, snapshot_every=1)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise DatabaseUnavailableError("snapshot store down")
+
+    monkeypatch.setattr(repo.store, "save_snapshot", broken)
+    repo.update("1", lambda a: a.open("ann"), create=True)
+    assert repo.get("1").version == 1
+    assert "snapshot not saved" in caplog.text
+
+
+def test_an_unresolvable_handler_annotation_suggests_the_explicit_form() -> None:
+    with pytest.raises(TypeError, match=r"@applies\(EventClass\)"):
+
+        class Broken(Aggregate):
+            category: ClassVar[str] = "broken"
+
+            @applies
+            def _x(self, event: NotDefinedAnywhere) -> None:  # type: ignore[name-defined]  # noqa: F821
+                pass
