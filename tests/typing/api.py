@@ -8,10 +8,12 @@ from typing import ClassVar
 from eventstore import (
     ANY,
     NO_STREAM,
+    Aggregate,
     AppendResult,
     AsyncEventStore,
     AsyncInMemoryEventStore,
     AsyncPostgresEventStore,
+    AsyncRepository,
     Event,
     EventMetadata,
     EventRegistry,
@@ -19,9 +21,13 @@ from eventstore import (
     InMemoryEventStore,
     PostgresEventStore,
     RecordedEvent,
+    Repository,
     StreamInfo,
     WrongExpectedVersionError,
+    applies,
+    message_context,
 )
+from eventstore.testing import given
 
 
 class Shipped(Event):
@@ -61,3 +67,34 @@ def stores() -> None:
     use_sync(PostgresEventStore("postgresql://localhost/app", registry=registry))
     _a: AsyncEventStore = AsyncInMemoryEventStore(registry)
     _b: AsyncEventStore = AsyncPostgresEventStore("postgresql://localhost/app", registry=registry)
+
+
+# Aggregates: handlers are checked against their event class.
+
+
+class Order(Aggregate):
+    category: ClassVar[str] = "order"
+    shipped: bool = False
+
+    @applies
+    def _shipped(self, event: Shipped) -> None:
+        self.shipped = event.order_id != ""
+
+    def ship(self) -> None:
+        self.record(Shipped(order_id=self.id))
+
+
+def use_repository(store: EventStore) -> bool:
+    repo: Repository[Order] = Repository(store, Order, snapshot_every=100)
+    order: Order = repo.update("1", lambda o: o.ship(), create=True)
+    maybe: Order | None = repo.get_or_none("2")
+    given(Order).when(lambda o: o.ship()).then(Shipped(order_id="test"))
+    return order.shipped and maybe is None
+
+
+async def use_async_repository(store: AsyncEventStore) -> int:
+    repo = AsyncRepository(store, Order)
+    order = await repo.get("1")
+    with message_context(correlation_id="c-1"):
+        await repo.save(order)
+    return order.version
