@@ -6,13 +6,18 @@ first on ``sys.path``.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import os
 import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Final
+from pathlib import Path
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -101,3 +106,68 @@ def server_version(conn: psycopg.Connection[Any]) -> str:
 def progress(message: str) -> None:
     """Writes a progress line to stderr, keeping stdout for the results."""
     print(message, file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bar:
+    """States a minimum ratio (ours over the baseline) that one scenario must reach."""
+
+    key: str
+    minimum: float
+    label: str
+
+
+Checked = tuple[Bar, float, bool]
+"""A bar, the ratio measured for its scenario and whether the ratio reached the bar."""
+
+
+class JsonResult(Protocol):
+    """Is a scenario's result that can describe itself as JSON-ready data."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Returns the result as JSON-ready data."""
+        ...
+
+
+def check_bars(ratios: Mapping[str, float], bars: Sequence[Bar]) -> list[Checked]:
+    """Returns each bar with its measured ratio, looked up by key, and whether it passed."""
+    return [(bar, ratios[bar.key], ratios[bar.key] >= bar.minimum) for bar in bars]
+
+
+def format_bars(checked: Sequence[Checked]) -> str:
+    """Returns one PASS/FAIL line per bar."""
+    return "\n".join(
+        f"{'PASS' if ok else 'FAIL'}  {bar.label}: ratio {ratio:.2f} (bar >= {bar.minimum:.2f})"
+        for bar, ratio, ok in checked
+    )
+
+
+def write_json(
+    path: Path,
+    results: Sequence[JsonResult],
+    checked: Sequence[Checked],
+    context: dict[str, Any],
+) -> None:
+    """Writes settings, every round and the bars to ``path`` as JSON."""
+    document = {
+        **context,
+        "results": [r.as_dict() for r in results],
+        "bars": [
+            {"key": bar.key, "label": bar.label, "minimum": bar.minimum, "ratio": ratio, "ok": ok}
+            for bar, ratio, ok in checked
+        ],
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def parse_args(argv: Sequence[str] | None, doc: str | None, url_help: str) -> argparse.Namespace:
+    """Parses ``--url``, ``--quick`` and ``--json``; the first line of ``doc`` describes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("EVENTSTORE_DATABASE_URL") or DEFAULT_URL,
+        help=url_help,
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
+    return parser.parse_args(argv)

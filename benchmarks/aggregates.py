@@ -19,10 +19,8 @@ The exit status is 1 when a bar fails, 2 when `eventsourcing` is missing.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.metadata
-import json
 import os
 import platform
 import statistics
@@ -31,13 +29,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from pathlib import Path
 from typing import Any, ClassVar, Final
 from uuid import UUID
 
 import psycopg
 from _common import (
-    DEFAULT_URL,
     Step,
     admin_url,
     plural,
@@ -198,15 +194,7 @@ class Result:
         }
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Bar:
-    """States a minimum ratio eventkeeper/baseline that one scenario must reach."""
-
-    key: str
-    minimum: float
-    label: str
-
-
+# Minimum ratios eventkeeper/baseline.
 BARS: Final = (Bar("load-1000", 3.0, f"load {LOAD_EVENTS:,} events vs eventsourcing"),)
 
 
@@ -588,60 +576,17 @@ def format_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def check_bars(results: Sequence[Result]) -> list[tuple[Bar, float, bool]]:
-    """Returns each bar with its measured ratio and whether it passed."""
-    by_key = {r.key: r for r in results}
-    return [(bar, by_key[bar.key].ratio, by_key[bar.key].ratio >= bar.minimum) for bar in BARS]
-
-
-def format_bars(checked: Sequence[tuple[Bar, float, bool]]) -> str:
-    """Returns one PASS/FAIL line per bar."""
-    return "\n".join(
-        f"{'PASS' if ok else 'FAIL'}  {bar.label}: ratio {ratio:.2f} (bar >= {bar.minimum:.2f})"
-        for bar, ratio, ok in checked
-    )
-
-
-def write_json(
-    path: Path,
-    results: Sequence[Result],
-    checked: Sequence[tuple[Bar, float, bool]],
-    context: dict[str, Any],
-) -> None:
-    """Writes settings, every round and the bars to ``path`` as JSON."""
-    document = {
-        **context,
-        "results": [r.as_dict() for r in results],
-        "bars": [
-            {"key": bar.key, "label": bar.label, "minimum": bar.minimum, "ratio": ratio, "ok": ok}
-            for bar, ratio, ok in checked
-        ],
-    }
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parses the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("EVENTSTORE_DATABASE_URL") or DEFAULT_URL,
-        help="admin URL of the server; scratch databases are created and dropped there",
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark and prints the table; returns 1 when a bar fails."""
-    args = parse_args(argv)
+    args = parse_args(
+        argv, __doc__, "admin URL of the server; scratch databases are created and dropped there"
+    )
     settings = QUICK if args.quick else FULL
     contender = importlib.metadata.version("eventsourcing")
     started = time.perf_counter()
     results, server = run_all(admin_url(args.url), settings)
     elapsed = time.perf_counter() - started
-    checked = check_bars(results)
+    checked = check_bars({r.key: r.ratio for r in results}, BARS)
     print(
         f"Postgres {server}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"eventsourcing {contender}; {settings.rounds} rounds of {settings.duration:g} s "

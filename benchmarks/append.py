@@ -10,10 +10,8 @@ drops the database again. The exit status is 1 when a bar fails.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -21,12 +19,10 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, ClassVar, Final, Protocol
 
 import psycopg
 from _common import (
-    DEFAULT_URL,
     Step,
     admin_url,
     plural,
@@ -340,15 +336,7 @@ def scenarios() -> list[Scenario]:
     return [*new, *existing, *batch, load]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Bar:
-    """States a minimum ratio store/raw that one scenario must reach."""
-
-    key: str
-    minimum: float
-    label: str
-
-
+# Minimum ratios store/raw.
 BARS: Final = (
     Bar("new-4", 0.75, "new stream, 4 writers"),
     Bar("batch-1", 1.0, f"{BATCH_SIZE} events/txn"),
@@ -502,61 +490,18 @@ def format_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def check_bars(results: Sequence[Result]) -> list[tuple[Bar, float, bool]]:
-    """Returns each bar with its measured ratio and whether it passed."""
-    by_key = {r.scenario.key: r for r in results}
-    return [(bar, by_key[bar.key].ratio, by_key[bar.key].ratio >= bar.minimum) for bar in BARS]
-
-
-def format_bars(checked: Sequence[tuple[Bar, float, bool]]) -> str:
-    """Returns one PASS/FAIL line per bar."""
-    return "\n".join(
-        f"{'PASS' if ok else 'FAIL'}  {bar.label}: ratio {ratio:.2f} (bar >= {bar.minimum:.2f})"
-        for bar, ratio, ok in checked
-    )
-
-
-def write_json(
-    path: Path,
-    results: Sequence[Result],
-    checked: Sequence[tuple[Bar, float, bool]],
-    context: dict[str, Any],
-) -> None:
-    """Writes settings, every round and the bars to ``path`` as JSON."""
-    document = {
-        **context,
-        "results": [r.as_dict() for r in results],
-        "bars": [
-            {"key": bar.key, "label": bar.label, "minimum": bar.minimum, "ratio": ratio, "ok": ok}
-            for bar, ratio, ok in checked
-        ],
-    }
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parses the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("EVENTSTORE_DATABASE_URL") or DEFAULT_URL,
-        help="admin URL of the server; a scratch database is created and dropped there",
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark and prints the table; returns 1 when a bar fails."""
-    args = parse_args(argv)
+    args = parse_args(
+        argv, __doc__, "admin URL of the server; a scratch database is created and dropped there"
+    )
     settings = QUICK if args.quick else FULL
     url = admin_url(args.url)
     started = time.perf_counter()
     with scratch_database(url) as scratch:
         results, server = run_all(scratch, settings)
     elapsed = time.perf_counter() - started
-    checked = check_bars(results)
+    checked = check_bars({r.scenario.key: r.ratio for r in results}, BARS)
     print(
         f"Postgres {server}, {os.cpu_count()} CPUs, {settings.rounds} rounds of "
         f"{settings.duration:g} s per side (ABAB), medians; ran {elapsed:.0f} s\n"

@@ -76,7 +76,11 @@ _INSERT_EVENTS: Final = (
 
 STREAM_VERSION: Final = "SELECT version FROM {streams} WHERE stream_id = %(stream_id)s"
 
-FIND_EVENT_IDS: Final = (
+# Why a claim was refused, in one round trip: the stream's version (the row whose event id
+# is NULL) and wherever any of the append's event ids is stored already.
+REFUSED_APPEND: Final = (
+    "SELECT NULL::uuid, NULL::text, version, NULL::bigint, NULL::bigint FROM {streams} "
+    "WHERE stream_id = %(stream_id)s UNION ALL "
     "SELECT event_id, stream_id, version, global_position, transaction_id::text::bigint "
     "FROM {events} WHERE event_id = ANY(%(event_ids)b::uuid[])"
 )
@@ -127,7 +131,7 @@ class Statements:
     append_exact: bytes
     append_stream_exists: bytes
     stream_version: bytes
-    find_event_ids: bytes
+    refused_append: bytes
     read_forward: bytes
     read_backward: bytes
     read_data_forward: bytes
@@ -156,7 +160,7 @@ def render(schema: str) -> Statements:
         append_exact=append(CLAIM_EXACT),
         append_stream_exists=append(CLAIM_STREAM_EXISTS),
         stream_version=build(STREAM_VERSION),
-        find_event_ids=build(FIND_EVENT_IDS),
+        refused_append=build(REFUSED_APPEND),
         read_forward=build(READ_FORWARD),
         read_backward=build(READ_BACKWARD),
         read_data_forward=build(READ_DATA_FORWARD),

@@ -269,9 +269,9 @@ class AsyncPostgresEventStore:
         self, conn: psycopg.AsyncConnection[Any], plan: AppendPlan
     ) -> AppendResult:
         params = {"stream_id": plan.stream_id, "event_ids": list(plan.event_ids)}
-        found = await self._fetch(conn, self._statements.find_event_ids, params)
-        version = await self._fetch(conn, self._statements.stream_version, params)
-        actual = version[0][0] if version else None
+        rows = await self._fetch(conn, self._statements.refused_append, params)
+        actual = next((row[2] for row in rows if row[0] is None), None)
+        found = [row for row in rows if row[0] is not None]
         return _core.resolve_refused_append(plan, actual, found)
 
     async def stream_info(
