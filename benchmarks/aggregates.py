@@ -34,13 +34,18 @@ from uuid import UUID
 
 import psycopg
 from _common import (
+    Bar,
     Step,
     admin_url,
+    check_bars,
+    format_bars,
+    parse_args,
     plural,
     progress,
     run_steps,
     scratch_database,
     server_version,
+    write_json,
 )
 from psycopg.conninfo import conninfo_to_dict
 

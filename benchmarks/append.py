@@ -23,13 +23,18 @@ from typing import Any, ClassVar, Final, Protocol
 
 import psycopg
 from _common import (
+    Bar,
     Step,
     admin_url,
+    check_bars,
+    format_bars,
+    parse_args,
     plural,
     progress,
     run_steps,
     scratch_database,
     server_version,
+    write_json,
 )
 from psycopg import sql
 
