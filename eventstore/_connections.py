@@ -23,6 +23,7 @@ from eventstore.errors import (
     DatabaseUnavailableError,
     DuplicateEventIdError,
     EventStoreError,
+    InvalidArgumentError,
     SchemaNotMigratedError,
     TransactionConflictError,
 )
@@ -45,6 +46,10 @@ def unwrap_connection(conn: SyncConnectionLike) -> psycopg.Connection[Any]:
     if isinstance(conn, sa_orm.Session):
         conn = conn.connection()
     if isinstance(conn, sa_engine.Connection):
+        # SQLAlchemy begins its transaction lazily, on its own first statement; begin it
+        # now, or the caller's commit() would not know there is anything to commit.
+        if not conn.in_transaction():
+            conn.begin()
         raw = conn.connection.driver_connection
         if isinstance(raw, psycopg.Connection):
             return raw
@@ -59,6 +64,8 @@ async def unwrap_async_connection(conn: AsyncConnectionLike) -> psycopg.AsyncCon
     if isinstance(conn, sa_asyncio.AsyncSession):
         conn = await conn.connection()
     if isinstance(conn, sa_asyncio.AsyncConnection):
+        if not conn.in_transaction():
+            await conn.begin()
         raw = (await conn.get_raw_connection()).driver_connection
         if isinstance(raw, psycopg.AsyncConnection):
             return raw
@@ -95,6 +102,8 @@ def translated_errors(stream_id: str | None = None) -> Iterator[None]:
         if exc.diag.constraint_name == "events_event_id_key":
             raise DuplicateEventIdError(stream_id or "", []) from exc
         raise
+    except psycopg.errors.DataError as exc:  # e.g. a snapshot state that is not JSON
+        raise InvalidArgumentError(f"Postgres refused the data: {exc}") from exc
     except psycopg.errors.UndefinedTable as exc:
         raise SchemaNotMigratedError(
             f"event store tables not found ({exc.diag.message_primary}); run `eventstore migrate`"

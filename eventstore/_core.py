@@ -16,6 +16,7 @@ from typing import Any, Final, TypeAlias
 
 from eventstore.context import merged_metadata
 from eventstore.errors import (
+    ConfigurationError,
     DuplicateEventIdError,
     InvalidArgumentError,
     InvalidEventError,
@@ -163,6 +164,16 @@ def validate_stream_id(stream_id: object) -> str:
     return stream_id
 
 
+def validate_schema(schema: object) -> str:
+    """Returns a schema name the store can quote into its statements, else raises."""
+    if not isinstance(schema, str) or not schema or len(schema.encode()) > 63:
+        raise ConfigurationError("schema must be a non-empty name of at most 63 bytes")
+    if "%" in schema or "\x00" in schema:
+        # `%` would be read as a parameter placeholder inside the rendered statements.
+        raise ConfigurationError(f"schema name {schema!r} must not contain '%' or NUL")
+    return schema
+
+
 def validate_expected(expected: object) -> ExpectedVersion:
     """Returns a valid expected version; exact 0 means the stream must not exist yet."""
     if isinstance(expected, StreamState):
@@ -263,6 +274,8 @@ def _is_same_append(
 ) -> bool:
     if any(r is None or r[1] != plan.stream_id for r in rows):
         return False
+    if len({r[4] for r in rows}) != 1:  # type: ignore[index]
+        return False  # written by several appends
     first = rows[0][2]  # type: ignore[index]
     if any(r[2] != first + n for n, r in enumerate(rows)):  # type: ignore[index]
         return False

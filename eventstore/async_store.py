@@ -20,6 +20,8 @@ from uuid import UUID
 import psycopg
 import psycopg_pool
 import tenacity
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 
 from eventstore import _core, _sql
 from eventstore._connections import (
@@ -29,7 +31,12 @@ from eventstore._connections import (
     unwrap_async_connection,
 )
 from eventstore._core import ANY, AppendPlan, AppendResult, Snapshot, StreamInfo
-from eventstore.errors import ConfigurationError, DatabaseUnavailableError, DuplicateEventIdError
+from eventstore.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    DuplicateEventIdError,
+    TransactionConflictError,
+)
 from eventstore.events import Event, EventMetadata, EventRegistry, RawRecordedEvent, RecordedEvent
 from eventstore.schema import DEFAULT_SCHEMA
 from eventstore.settings import database_url_from_env
@@ -73,13 +80,12 @@ class AsyncPostgresEventStore:
             url = libpq_url(url)
         self._url = url
         self._registry = registry
-        self._statements = _sql.render(schema)
+        self._statements = _sql.render(_core.validate_schema(schema))
         self._pool = pool
         self._owns_pool = pool is None
         self._pool_sizes = (min_size, max_size)
         self._connect_timeout = connect_timeout
         self._page_size = page_size
-        self._prepare: bool | None = None
         self._reconnect_attempts = max(1, reconnect_attempts)
         self._lock = asyncio.Lock()
 
@@ -152,11 +158,15 @@ class AsyncPostgresEventStore:
         pool = await self._ensure_pool()
         try:  # the common case, without building a retry loop
             return await self._attempt(pool, operation)
-        except DatabaseUnavailableError:
+        except (DatabaseUnavailableError, TransactionConflictError):
+            # A conflict can only come from a server whose default isolation is above
+            # read committed; the operation is a single idempotent statement, so retry.
             if self._reconnect_attempts == 1:
                 raise
         async for attempt in tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception_type(DatabaseUnavailableError),
+            retry=tenacity.retry_if_exception_type(
+                (DatabaseUnavailableError, TransactionConflictError)
+            ),
             stop=tenacity.stop_after_attempt(self._reconnect_attempts - 1),
             wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
             reraise=True,
@@ -197,8 +207,10 @@ class AsyncPostgresEventStore:
         rows: bool = True,
     ) -> list[tuple[Any, ...]]:
         with translated_errors(params.get("stream_id")):
-            cur = await conn.execute(query, params, prepare=self._prepare)
-            return await cur.fetchall() if rows else []
+            # The caller's connection may have another row factory (dict_row, ...).
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(query, params)
+                return await cur.fetchall() if rows else []
 
     async def _query(
         self,
@@ -246,9 +258,10 @@ class AsyncPostgresEventStore:
             # elsewhere. In a caller's transaction the transaction is aborted, so the
             # caller must retry it. On our own connection nothing of ours was written:
             # look at what is stored to return the original result or raise.
-            if not own:
+            idle = conn.info.transaction_status == TransactionStatus.IDLE
+            if not own and not idle:
                 raise DuplicateEventIdError(plan.stream_id, list(plan.event_ids)) from exc
-            if not conn.autocommit:  # a pool given by the user may not be in autocommit
+            if not idle:  # our own connection from a pool not in autocommit
                 await conn.rollback()
             rows = []
         if rows:
@@ -272,7 +285,19 @@ class AsyncPostgresEventStore:
         rows = await self._fetch(conn, self._statements.refused_append, params)
         actual = next((row[2] for row in rows if row[0] is None), None)
         found = [row for row in rows if row[0] is not None]
-        return _core.resolve_refused_append(plan, actual, found)
+        repeat = _core.resolve_refused_append(plan, actual, found)
+        # The ids are all there, in order: it is a repeat only if that transaction wrote
+        # nothing else right before or after them in this stream (a retry of part of an
+        # append, or of several appends at once, is not the same append).
+        neighbours = {
+            "stream_id": plan.stream_id,
+            "before": repeat.first_version - 1,
+            "after": repeat.last_version + 1,
+            "xid": repeat.transaction_id,
+        }
+        if await self._fetch(conn, self._statements.append_neighbours, neighbours):
+            raise DuplicateEventIdError(plan.stream_id, list(plan.event_ids))
+        return repeat
 
     async def stream_info(
         self, stream_id: str, *, conn: AsyncConnectionLike | None = None

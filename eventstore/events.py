@@ -189,14 +189,15 @@ class EventRegistry:
             )
         if not isinstance(cls.schema_version, int) or cls.schema_version < 1:
             raise InvalidEventError(f"{cls.__qualname__}.schema_version must be an int >= 1")
-        entry = self._entries.get(event_type) or _Entry(cls, {})
-        for name in (event_type, *aliases):
+        names = (event_type, *aliases)
+        for name in names:  # check every name before changing anything
             known = self._entries.get(name)
             if known is not None and known.cls is not cls:
                 raise InvalidEventError(
                     f"event type {name!r} is already registered to {known.cls.__qualname__}"
                 )
-            # Aliases share the entry, so old names get the same upcasters.
+        entry = self._entries.get(event_type) or _Entry(cls, {})
+        for name in names:  # aliases share the entry, so old names get the same upcasters
             self._entries[name] = entry
         self._by_class[cls] = event_type
         return cls
@@ -243,13 +244,11 @@ class EventRegistry:
             )
         event_type = self.type_name(type(event))
         try:
-            data = event.model_dump_json()
+            data = event.model_dump_json(by_alias=True, round_trip=True)
         except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
             raise InvalidEventError(f"cannot encode {event_type!r}: {exc}", event=event) from exc
-        if "\\u0000" in data and _JSON_NUL.search(data):
-            raise InvalidEventError(
-                f"cannot store {event_type!r}: Postgres jsonb rejects NUL characters", event=event
-            )
+        _refuse_nul(data, event_type, event)
+        _refuse_lossy(type(event), data, event, event_type)
         return NewEvent(
             event_id=event_id,
             event_type=event_type,
@@ -292,6 +291,33 @@ class EventRegistry:
         return payload
 
 
+def _refuse_nul(data: str, what: str, event: Any = None) -> None:
+    if "\\u0000" in data and _JSON_NUL.search(data):
+        raise InvalidEventError(
+            f"cannot store {what!r}: Postgres jsonb rejects NUL characters", event=event
+        )
+
+
+def _refuse_lossy(cls: type[Event], data: str, event: Event, event_type: str) -> None:
+    """Refuses a payload that would not read back equal (NaN, masked secrets, huge ints).
+
+    Such an event would be stored and then be unreadable, or read back changed: checking
+    the round trip now is the only way to keep both promises.
+    """
+    try:
+        same = cls.model_validate_json(data) == event
+    except (pydantic.ValidationError, ValueError) as exc:
+        raise InvalidEventError(
+            f"cannot store {event_type!r}: it would not read back ({exc})", event=event
+        ) from exc
+    if not same:
+        raise InvalidEventError(
+            f"cannot store {event_type!r}: it would read back changed (NaN, a masked secret, "
+            "a serializer that loses data?)",
+            event=event,
+        )
+
+
 def encode_metadata(metadata: EventMetadata | Mapping[str, Any] | None) -> str:
     """Encodes metadata to JSON text, validating a plain mapping first."""
     if metadata is None:
@@ -302,6 +328,8 @@ def encode_metadata(metadata: EventMetadata | Mapping[str, Any] | None) -> str:
         except pydantic.ValidationError as exc:
             raise InvalidEventError(f"invalid metadata: {exc}") from exc
     try:
-        return metadata.model_dump_json(exclude_none=True)
+        data = metadata.model_dump_json(exclude_none=True)
     except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
         raise InvalidEventError(f"cannot encode metadata: {exc}") from exc
+    _refuse_nul(data, "metadata")
+    return data

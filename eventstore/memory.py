@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from eventstore._core import (
     Snapshot,
     StreamInfo,
 )
-from eventstore.errors import ConfigurationError
+from eventstore.errors import ConfigurationError, DuplicateEventIdError, InvalidArgumentError
 from eventstore.events import Event, EventMetadata, EventRegistry, RawRecordedEvent, RecordedEvent
 
 __all__ = ["AsyncInMemoryEventStore", "InMemoryEventStore"]
@@ -65,8 +66,17 @@ class InMemoryEventStore:
             actual = len(stream) if stream else None
             duplicate = any(i in self._by_id for i in plan.event_ids)
             if duplicate or not _core.claim_matches(plan.expected, actual):
-                return _core.resolve_refused_append(plan, actual, self._found(plan))
+                repeat = _core.resolve_refused_append(plan, actual, self._found(plan))
+                self._check_whole(repeat, stream or [])
+                return repeat
             return self._write(plan, actual or 0)
+
+    @staticmethod
+    def _check_whole(repeat: AppendResult, stream: list[RawRow]) -> None:
+        """Refuses a repeat of only part of an append, as the Postgres store does."""
+        for version in (repeat.first_version - 1, repeat.last_version + 1):
+            if 1 <= version <= len(stream) and stream[version - 1][9] == repeat.transaction_id:
+                raise DuplicateEventIdError(repeat.stream_id, list(repeat.event_ids))
 
     def _found(self, plan: AppendPlan) -> list[tuple[UUID, str, int, int, int]]:
         rows = (self._by_id.get(i) for i in plan.event_ids)
@@ -107,6 +117,10 @@ class InMemoryEventStore:
     def save_snapshot(self, snapshot: Snapshot, *, conn: object = None) -> None:
         """Stores a snapshot unless a newer one for the stream is already stored."""
         _refuse_connection(conn)
+        try:  # Postgres stores it as jsonb: refuse what it would refuse
+            json.loads(snapshot.state)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"snapshot state is not JSON: {exc}") from exc
         with self._lock:
             known = self._snapshots.get(snapshot.stream_id)
             if known is None or known.version < snapshot.version:
@@ -133,7 +147,7 @@ class InMemoryEventStore:
     ) -> Iterator[RecordedEvent[Event]]:
         """Yields a stream's events as typed, current-version events."""
         rows = self._rows(stream_id, direction, from_version, limit, conn)
-        return (_core.decode_row(self._registry, row) for row in rows)
+        return (_core.decode_row(self._registry, row) for row in rows)  # lazy, as Postgres
 
     def read_stream_data(
         self, stream_id: str, *, from_version: int | None = None, conn: object = None
@@ -163,17 +177,23 @@ class InMemoryEventStore:
         from_version: int | None,
         limit: int | None,
         conn: object,
-    ) -> list[RawRow]:
+    ) -> Iterator[RawRow]:
+        """Checks the arguments now; reads the stream when iteration starts, like Postgres."""
         _refuse_connection(conn)
         stream_id = _core.validate_stream_id(stream_id)
         forward, start, limit = _core.read_bounds(direction, from_version, limit)
+        return self._iter_rows(stream_id, forward, start, limit)
+
+    def _iter_rows(
+        self, stream_id: str, forward: bool, start: int, limit: int | None
+    ) -> Iterator[RawRow]:
         with self._lock:
             rows = list(self._streams.get(stream_id, ()))
         if forward:
             rows = [r for r in rows if r[2] >= start]
         else:
             rows = [r for r in reversed(rows) if r[2] <= start]
-        return rows if limit is None else rows[:limit]
+        yield from (rows if limit is None else rows[:limit])
 
 
 class AsyncInMemoryEventStore:

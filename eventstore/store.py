@@ -19,6 +19,8 @@ from uuid import UUID
 import psycopg
 import psycopg_pool
 import tenacity
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 
 from eventstore import _core, _sql
 from eventstore._connections import (
@@ -28,7 +30,12 @@ from eventstore._connections import (
     unwrap_connection,
 )
 from eventstore._core import ANY, AppendPlan, AppendResult, Snapshot, StreamInfo
-from eventstore.errors import ConfigurationError, DatabaseUnavailableError, DuplicateEventIdError
+from eventstore.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    DuplicateEventIdError,
+    TransactionConflictError,
+)
 from eventstore.events import Event, EventMetadata, EventRegistry, RawRecordedEvent, RecordedEvent
 from eventstore.schema import DEFAULT_SCHEMA
 from eventstore.settings import database_url_from_env
@@ -72,13 +79,12 @@ class PostgresEventStore:
             url = libpq_url(url)
         self._url = url
         self._registry = registry
-        self._statements = _sql.render(schema)
+        self._statements = _sql.render(_core.validate_schema(schema))
         self._pool = pool
         self._owns_pool = pool is None
         self._pool_sizes = (min_size, max_size)
         self._connect_timeout = connect_timeout
         self._page_size = page_size
-        self._prepare: bool | None = None
         self._reconnect_attempts = max(1, reconnect_attempts)
         self._lock = threading.Lock()
 
@@ -149,11 +155,15 @@ class PostgresEventStore:
         pool = self._ensure_pool()
         try:  # the common case, without building a retry loop
             return self._attempt(pool, operation)
-        except DatabaseUnavailableError:
+        except (DatabaseUnavailableError, TransactionConflictError):
+            # A conflict can only come from a server whose default isolation is above
+            # read committed; the operation is a single idempotent statement, so retry.
             if self._reconnect_attempts == 1:
                 raise
         for attempt in tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(DatabaseUnavailableError),
+            retry=tenacity.retry_if_exception_type(
+                (DatabaseUnavailableError, TransactionConflictError)
+            ),
             stop=tenacity.stop_after_attempt(self._reconnect_attempts - 1),
             wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
             reraise=True,
@@ -194,8 +204,10 @@ class PostgresEventStore:
         rows: bool = True,
     ) -> list[tuple[Any, ...]]:
         with translated_errors(params.get("stream_id")):
-            cur = conn.execute(query, params, prepare=self._prepare)
-            return cur.fetchall() if rows else []
+            # The caller's connection may have another row factory (dict_row, ...).
+            with conn.cursor(row_factory=tuple_row) as cur:
+                cur.execute(query, params)
+                return cur.fetchall() if rows else []
 
     def _query(
         self,
@@ -243,9 +255,10 @@ class PostgresEventStore:
             # elsewhere. In a caller's transaction the transaction is aborted, so the
             # caller must retry it. On our own connection nothing of ours was written:
             # look at what is stored to return the original result or raise.
-            if not own:
+            idle = conn.info.transaction_status == TransactionStatus.IDLE
+            if not own and not idle:
                 raise DuplicateEventIdError(plan.stream_id, list(plan.event_ids)) from exc
-            if not conn.autocommit:  # a pool given by the user may not be in autocommit
+            if not idle:  # our own connection from a pool not in autocommit
                 conn.rollback()
             rows = []
         if rows:
@@ -267,7 +280,19 @@ class PostgresEventStore:
         rows = self._fetch(conn, self._statements.refused_append, params)
         actual = next((row[2] for row in rows if row[0] is None), None)
         found = [row for row in rows if row[0] is not None]
-        return _core.resolve_refused_append(plan, actual, found)
+        repeat = _core.resolve_refused_append(plan, actual, found)
+        # The ids are all there, in order: it is a repeat only if that transaction wrote
+        # nothing else right before or after them in this stream (a retry of part of an
+        # append, or of several appends at once, is not the same append).
+        neighbours = {
+            "stream_id": plan.stream_id,
+            "before": repeat.first_version - 1,
+            "after": repeat.last_version + 1,
+            "xid": repeat.transaction_id,
+        }
+        if self._fetch(conn, self._statements.append_neighbours, neighbours):
+            raise DuplicateEventIdError(plan.stream_id, list(plan.event_ids))
+        return repeat
 
     def stream_info(self, stream_id: str, *, conn: SyncConnectionLike | None = None) -> StreamInfo:
         """Returns whether a stream exists and its current version."""

@@ -48,6 +48,8 @@ def _run(conn: sa.Connection) -> None:
             context.run_migrations()
         conn.commit()
     finally:
+        if conn.in_transaction():
+            conn.rollback()  # after a failure the transaction is aborted; the lock survives
         conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
         conn.commit()
 
