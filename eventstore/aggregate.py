@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, overload
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
@@ -110,6 +110,21 @@ def _event_class_of(fn: Callable[..., None]) -> type[Event]:
     return hint
 
 
+def _marked_handlers(klass: type) -> dict[type[Event], str]:
+    """Returns one class's own ``@applies`` methods by event class; two for one is an error."""
+    found: dict[type[Event], str] = {}
+    for name, value in vars(klass).items():
+        if callable(value) and hasattr(value, "__eventstore_applies__"):
+            event = _event_class_of(value)
+            if event in found:
+                raise TypeError(
+                    f"{klass.__qualname__} has two @applies handlers for {event.__qualname__}: "
+                    f"{found[event]} and {name}"
+                )
+            found[event] = name
+    return found
+
+
 class Aggregate(BaseModel):
     """Holds one consistency boundary: state from its events, new events from commands.
 
@@ -130,12 +145,11 @@ class Aggregate(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        handlers: dict[type[Event], Handler] = {}
+        names: dict[type[Event], str] = {}
         for klass in reversed(cls.__mro__):
-            for value in vars(klass).values():
-                if callable(value) and hasattr(value, "__eventstore_applies__"):
-                    handlers[_event_class_of(value)] = value
-        cls.__handlers__ = handlers
+            names.update(_marked_handlers(klass))
+        # Resolve by name on this class, so that a plain override in a subclass wins.
+        cls.__handlers__ = {event: getattr(cls, name) for event, name in names.items()}
 
     @classmethod
     def stream_id_for(cls, aggregate_id: str) -> str:
@@ -191,6 +205,12 @@ class Aggregate(BaseModel):
         self._pending.clear()
         self._version = version
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """Copies the aggregate; the copy gets its own list of pending events."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied._pending = list(self._pending)
+        return copied
+
     def to_snapshot(self) -> Snapshot:
         """Encodes the state at the current version."""
         return Snapshot(
@@ -206,6 +226,8 @@ class Aggregate(BaseModel):
         """Restores the state from a snapshot, or returns None when it is not usable."""
         if snapshot.schema_version != cls.snapshot_version:
             return None
+        if snapshot.state_type != cls.__qualname__:
+            return None  # another class sharing the category wrote it
         try:
             aggregate = cls.model_validate_json(snapshot.state)
         except ValidationError:

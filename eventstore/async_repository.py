@@ -7,6 +7,7 @@ drift.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -15,7 +16,7 @@ import tenacity
 
 from eventstore._core import NO_STREAM, AppendResult, StreamInfo
 from eventstore.aggregate import Aggregate, AggregateNotFoundError, Decider
-from eventstore.errors import ConfigurationError, EventStoreError, WrongExpectedVersionError
+from eventstore.errors import ConfigurationError, WrongExpectedVersionError
 from eventstore.events import Event, EventMetadata
 from eventstore.protocol import AsyncEventStore
 
@@ -68,18 +69,30 @@ class AsyncRepository(Generic[A]):
         """Returns the aggregate rebuilt from its snapshot and events, or None."""
         stream_id = self.aggregate.stream_id_for(aggregate_id)
         aggregate = await self._from_snapshot(stream_id, conn)
-        start = 1 if aggregate is None else aggregate.version + 1
-        if aggregate is None:
-            aggregate = self.aggregate.blank(aggregate_id)
-        version = aggregate.version
+        # Without an event at the snapshot's version (stream truncated, restored from an
+        # older backup...) the snapshot cannot be trusted: replay everything instead.
+        if aggregate is not None and await self._replay(
+            aggregate, stream_id, aggregate.version, conn
+        ):
+            return aggregate
+        aggregate = self.aggregate.blank(aggregate_id)
+        await self._replay(aggregate, stream_id, 0, conn)
+        return aggregate if aggregate.version > 0 else None
+
+    async def _replay(self, aggregate: A, stream_id: str, base: int, conn: Any) -> bool:
+        """Applies the events after ``base``; tells whether the event at ``base`` exists."""
+        version, seen_base = base, base == 0
         apply = aggregate.apply_stored
         async for loaded, event in self.store.read_stream_data(
-            stream_id, from_version=start, conn=conn
+            stream_id, from_version=max(base, 1), conn=conn
         ):
+            if loaded == base:
+                seen_base = True
+                continue
             apply(event)
             version = loaded
         aggregate.loaded_at(version)
-        return aggregate if version > 0 else None
+        return seen_base
 
     async def get(self, aggregate_id: str, *, conn: Any = None) -> A:
         """Returns the aggregate; raises `AggregateNotFoundError` when it has no events."""
@@ -121,19 +134,28 @@ class AsyncRepository(Generic[A]):
 
     async def _save_snapshot(self, aggregate: A, conn: Any) -> None:
         # The events are committed (or in the caller's transaction) already; a snapshot is
-        # only a cache, so failing to write one must not fail the save, or a caller who
-        # retries would apply the command twice. In a caller's transaction a database
-        # error here aborts that transaction, so it propagates.
+        # only a cache, so failing to make or write one must not fail the save, or a caller
+        # who retries would apply the command twice. Only a database error inside a
+        # caller's transaction propagates: that transaction is aborted and must be retried.
         try:
-            await self.store.save_snapshot(aggregate.to_snapshot(), conn=conn)
-        except EventStoreError:
+            snapshot = aggregate.to_snapshot()
+        except Exception:
+            self._log_snapshot_failure(aggregate)
+            return
+        try:
+            await self.store.save_snapshot(snapshot, conn=conn)
+        except Exception:
             if conn is not None:
                 raise
-            logger.warning(
-                "snapshot not saved",
-                extra={"stream_id": aggregate.stream_id, "version": aggregate.version},
-                exc_info=True,
-            )
+            self._log_snapshot_failure(aggregate)
+
+    @staticmethod
+    def _log_snapshot_failure(aggregate: Aggregate) -> None:
+        logger.warning(
+            "snapshot not saved",
+            extra={"stream_id": aggregate.stream_id, "version": aggregate.version},
+            exc_info=True,
+        )
 
     def _crosses_snapshot(self, before: int, after: int) -> bool:
         every = self.snapshot_every
@@ -177,7 +199,13 @@ class AsyncRepository(Generic[A]):
             if not create:
                 raise AggregateNotFoundError(self.aggregate.__qualname__, aggregate_id)
             aggregate = self.aggregate.blank(aggregate_id)
-        command(aggregate)
+        if inspect.isawaitable(result := command(aggregate)):
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # never awaited: close it so no "never awaited" warning is left
+            raise TypeError(
+                "update() runs synchronous commands on the aggregate; await outside of it"
+            )
         await self.save(aggregate, metadata=metadata, conn=conn)
         return aggregate
 

@@ -33,12 +33,23 @@ def message_context(**fields: Any) -> Iterator[None]:
     Nested blocks inherit the outer fields and override the ones they name; ``None``
     values are ignored. The context follows asyncio tasks and ``contextvars.copy_context``.
     """
-    merged = {**_CONTEXT.get(), **{k: v for k, v in fields.items() if v is not None}}
+    given = {k: _text(k, v) for k, v in fields.items() if v is not None}
+    merged = {**_CONTEXT.get(), **given}
     token = _CONTEXT.set(MappingProxyType(merged))
     try:
         yield
     finally:
         _CONTEXT.reset(token)
+
+
+_TEXT_FIELDS: Final = frozenset(
+    {"correlation_id", "causation_id", "actor", "tenant", "traceparent"}
+)
+
+
+def _text(name: str, value: Any) -> Any:
+    """Turns ids given as UUIDs (or ints) into the strings the metadata stores."""
+    return str(value) if name in _TEXT_FIELDS and not isinstance(value, str) else value
 
 
 def current_metadata() -> dict[str, Any]:

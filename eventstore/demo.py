@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from eventstore import (
     AsyncPostgresEventStore,
+    ConfigurationError,
     Event,
     PostgresEventStore,
     Repository,
@@ -78,8 +79,12 @@ def one_command(
 def writer(repo: Repository[bank.Account], accounts: list[str], ledger: Ledger, seed: int) -> None:
     """Runs one writer thread's share of commands on random, often shared, accounts."""
     rng = random.Random(seed)
-    for _ in range(COMMANDS_PER_WRITER):
-        one_command(repo, rng.choice(accounts), rng, ledger)
+    try:
+        for _ in range(COMMANDS_PER_WRITER):
+            one_command(repo, rng.choice(accounts), rng, ledger)
+    except Exception as exc:  # reported by the check instead of dying silently in a thread
+        ledger.add("writer errors")
+        print(f"writer {seed} failed: {exc!r}")
 
 
 def open_accounts(
@@ -109,6 +114,8 @@ async def read_back(url: str, schema: str, streams: list[str]) -> tuple[dict[str
 
 def run_demo(url: str, *, schema: str, writers: int, accounts: int) -> None:
     """Runs the demo against a migrated database and prints a summary with figures."""
+    if writers < 1 or accounts < 1:
+        raise ConfigurationError("the demo needs at least one writer and one account")
     run = uuid.uuid4().hex[:8]
     ids = [f"demo-{run}-{i}" for i in range(accounts)]
     ledger = Ledger()
@@ -146,8 +153,10 @@ def report(
     """Prints the summary and fails when the log disagrees with the acknowledgements."""
     stats = ledger.stats
     appended = stats["commands"] + accounts
-    ok = read_count == appended and all(
-        balances[s] == ledger.expected[i] for s, i in zip(streams, ids, strict=True)
+    ok = (
+        not stats["writer errors"]
+        and read_count == appended
+        and all(balances[s] == ledger.expected[i] for s, i in zip(streams, ids, strict=True))
     )
     retries = stats["attempts"] - stats["commands"] - stats["refused"]
     print(f"demo run {run}: {writers} concurrent writers on {accounts} bank accounts")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -48,6 +49,10 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
+def _is_postgres_url(url: str) -> bool:
+    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
 def _docker_answers() -> bool:
     host = os.environ.get("DOCKER_HOST", "")
     if host.startswith("unix://"):
@@ -58,7 +63,12 @@ def _docker_answers() -> bool:
 
 
 def _from_testcontainers(stack: ExitStack) -> str:
-    from testcontainers.postgres import PostgresContainer
+    with warnings.catch_warnings():  # testcontainers >= 4.15 warns on its old import path
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            from testcontainers.community.postgres import PostgresContainer
+        except ImportError:
+            from testcontainers.postgres import PostgresContainer
 
     container = stack.enter_context(PostgresContainer("postgres:15", driver=None))
     return str(container.get_connection_url())
@@ -74,7 +84,7 @@ def find_server(stack: ExitStack) -> tuple[str | None, str]:
     """Returns an admin URL for a Postgres server and where it came from, or a skip reason."""
     for name in URL_VARIABLES:
         value = os.environ.get(name, "").strip()
-        if value:
+        if value and _is_postgres_url(value):  # DATABASE_URL may well be sqlite:// ...
             return libpq_url(value), f"${name}"
     if _docker_answers():
         try:
@@ -89,8 +99,8 @@ def find_server(stack: ExitStack) -> tuple[str | None, str]:
         return _from_embedded(), "embedded"
     except Exception as exc:
         return None, (
-            f"no Postgres for the tests: set EVENTSTORE_TEST_DATABASE_URL; {docker_error}; "
-            f"embedded server unavailable ({exc})"
+            "no Postgres for the tests: set EVENTSTORE_TEST_DATABASE_URL to a postgresql:// "
+            f"URL; {docker_error}; embedded server unavailable ({type(exc).__name__})"
         )
 
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -64,15 +65,23 @@ class Outcome:
 
 
 class AggregateScenario(Generic[A]):
-    """Holds an aggregate rebuilt from given events, ready for a command."""
+    """Holds the given events of an aggregate, ready for commands (each on a fresh copy)."""
 
-    def __init__(self, aggregate: A) -> None:
-        self.aggregate = aggregate
+    def __init__(self, aggregate: type[A], aggregate_id: str, events: Sequence[Event]) -> None:
+        self.aggregate_class = aggregate
+        self.aggregate_id = aggregate_id
+        self.events = list(events)
+        self.aggregate = aggregate.from_events(aggregate_id, self.events)
 
     def when(self, command: Callable[[A], object]) -> Outcome:
         """Runs the command and captures the events it recorded or the error it raised."""
+        self.aggregate = self.aggregate_class.from_events(self.aggregate_id, self.events)
         try:
-            command(self.aggregate)
+            if inspect.isawaitable(result := command(self.aggregate)):
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()  # never awaited: close it so no warning is left behind
+                raise TypeError("commands are synchronous; the command returned an awaitable")
         except Exception as exc:
             return Outcome(self.aggregate.pending_events, exc)
         return Outcome(self.aggregate.pending_events, None)
@@ -80,7 +89,7 @@ class AggregateScenario(Generic[A]):
 
 def given(aggregate: type[A], *events: Event, aggregate_id: str = "test") -> AggregateScenario[A]:
     """Starts a scenario: the aggregate after these events (none: a new aggregate)."""
-    return AggregateScenario(aggregate.from_events(aggregate_id, events))
+    return AggregateScenario(aggregate, aggregate_id, events)
 
 
 class DeciderScenario(Generic[C, S]):
