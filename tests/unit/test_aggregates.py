@@ -235,3 +235,116 @@ def test_an_unresolvable_handler_annotation_suggests_the_explicit_form() -> None
             @applies
             def _x(self, event: NotDefinedAnywhere) -> None:  # type: ignore[name-defined]  # noqa: F821
                 pass
+
+
+class Added(Event):
+    event_type: ClassVar[str] = "test.Added"
+    n: int
+
+
+class Adder(Aggregate):
+    category: ClassVar[str] = "adder"
+    total: int = 0
+
+    @applies(Added)
+    def _added(self, event: Added) -> None:
+        self.total += event.n
+
+
+class Doubler(Adder):
+    def _added(self, event: Added) -> None:  # a plain override
+        self.total += 2 * event.n
+
+
+def test_a_subclass_override_of_a_handler_is_used() -> None:
+    assert Doubler.from_events("d", [Added(n=5)]).total == 10
+    assert Adder.from_events("a", [Added(n=5)]).total == 5
+
+
+def test_two_handlers_for_one_event_class_are_refused() -> None:
+    with pytest.raises(TypeError, match="two @applies handlers"):
+
+        class Twice(Aggregate):
+            category: ClassVar[str] = "twice"
+
+            @applies(Added)
+            def _one(self, event: Added) -> None:
+                pass
+
+            @applies(Added)
+            def _two(self, event: Added) -> None:
+                pass
+
+
+ADDER_REGISTRY = EventRegistry([Added])
+
+
+def test_a_snapshot_of_another_class_with_the_same_category_is_ignored() -> None:
+    from eventstore import Snapshot
+
+    repo = in_memory_repository(Adder, ADDER_REGISTRY, snapshot_every=100)
+    repo.update("1", lambda a: a.record(Added(n=1)), create=True)
+    repo.store.save_snapshot(Snapshot("adder-1", 1, "SomethingElse", 1, '{"id":"1","total":99}'))
+    assert repo.get("1").total == 1
+
+
+def test_a_snapshot_newer_than_the_stream_is_ignored() -> None:
+    from eventstore import Snapshot
+
+    repo = in_memory_repository(Adder, ADDER_REGISTRY, snapshot_every=100)
+    repo.update("1", lambda a: a.record(Added(n=1)), create=True)
+    repo.store.save_snapshot(Snapshot("adder-1", 5, "Adder", 1, '{"id":"1","total":99}'))
+    loaded = repo.get("1")
+    assert (loaded.total, loaded.version) == (1, 1)
+    repo.store.save_snapshot(Snapshot("adder-2", 3, "Adder", 1, '{"id":"2","total":99}'))
+    assert repo.get_or_none("2") is None
+
+
+def test_an_unserializable_snapshot_does_not_fail_a_committed_save(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = in_memory_repository(Adder, ADDER_REGISTRY, snapshot_every=1)
+
+    def broken(self: Aggregate) -> None:
+        raise ValueError("cannot serialize")
+
+    monkeypatch.setattr(Adder, "to_snapshot", broken)
+    repo.update("1", lambda a: a.record(Added(n=1)), create=True)
+    assert repo.get("1").version == 1
+
+
+async def test_an_async_command_is_refused_not_dropped() -> None:
+    from eventstore.testing import in_memory_async_repository
+
+    repo = in_memory_async_repository(Adder, ADDER_REGISTRY)
+
+    async def command(a: Adder) -> None:
+        a.record(Added(n=1))
+
+    with pytest.raises(TypeError, match="synchronous"):
+        await repo.update("1", command, create=True)  # type: ignore[arg-type]
+    assert await repo.get_or_none("1") is None
+
+
+def test_model_copy_does_not_share_pending_events() -> None:
+    original = Adder.blank("1")
+    copy = original.model_copy()
+    copy.record(Added(n=1))
+    assert original.pending_events == ()
+
+
+def test_a_scenario_runs_each_command_on_a_fresh_aggregate() -> None:
+    scenario = given(Adder, Added(n=1))
+    scenario.when(lambda a: a.record(Added(n=2))).then(Added(n=2))
+    scenario.when(lambda a: a.record(Added(n=3))).then(Added(n=3))
+
+
+def test_message_context_accepts_uuids() -> None:
+    import uuid
+
+    store = InMemoryEventStore(registry)
+    correlation = uuid.uuid4()
+    with message_context(correlation_id=correlation):
+        store.append("s", AccountOpened(owner="ann"))
+    (event,) = store.read_stream("s")
+    assert event.metadata.correlation_id == str(correlation)
