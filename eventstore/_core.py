@@ -202,9 +202,7 @@ def plan_append(
     """Validates and encodes an append; raises before any I/O when anything is wrong."""
     stream_id = validate_stream_id(stream_id)
     expected = validate_expected(expected)
-    if isinstance(events, Mapping | str | bytes):
-        raise InvalidEventError("events must be an Event or a sequence of Events", event=events)
-    batch = [events] if isinstance(events, Event) else list(events)
+    batch = [events] if isinstance(events, Event) else _event_list(events)
     if not batch:
         raise InvalidEventError("an append needs at least one event")
     if len(batch) > MAX_EVENTS_PER_APPEND:
@@ -213,6 +211,12 @@ def plan_append(
     meta = encode_metadata(merged_metadata(metadata))
     encoded = tuple(registry.encode(e, meta, i) for e, i in zip(batch, ids, strict=True))
     return AppendPlan(stream_id, expected, encoded, shard_key(stream_id))
+
+
+def _event_list(events: object) -> list[Event]:
+    if isinstance(events, Mapping | str | bytes) or not isinstance(events, Iterable):
+        raise InvalidEventError("events must be an Event or a sequence of Events", event=events)
+    return list(events)
 
 
 def _check_ids(event_ids: Sequence[uuid.UUID] | None, count: int) -> list[uuid.UUID]:
