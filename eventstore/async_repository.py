@@ -204,7 +204,7 @@ class AsyncRepository(Generic[A]):
             if close is not None:
                 close()  # never awaited: close it so no "never awaited" warning is left
             raise TypeError(
-                "update() runs synchronous commands on the aggregate; await outside of it"
+                "update() runs synchronous commands on the aggregate; run async work first"
             )
         await self.save(aggregate, metadata=metadata, conn=conn)
         return aggregate

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from eventstore import migrate
-from eventstore.errors import DatabaseUnavailableError, EventStoreError
+from eventstore.errors import ConfigurationError, DatabaseUnavailableError, EventStoreError
 from eventstore.schema import DEFAULT_SCHEMA
 from eventstore.settings import database_url_from_env
 
@@ -66,6 +66,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from eventstore.demo import run_demo
 
+    if args.writers < 1 or args.accounts < 1:
+        raise ConfigurationError("the demo needs --writers and --accounts of at least 1")
     url = resolve_url(args.url)
     migrate.upgrade(url, schema=args.schema)
     run_demo(url, schema=args.schema, writers=args.writers, accounts=args.accounts)

@@ -200,7 +200,9 @@ class Repository(Generic[A]):
             close = getattr(result, "close", None)
             if close is not None:
                 close()  # never awaited: close it so no "never awaited" warning is left
-            raise TypeError("update() runs synchronous commands on the aggregate; outside of it")
+            raise TypeError(
+                "update() runs synchronous commands on the aggregate; run async work first"
+            )
         self.save(aggregate, metadata=metadata, conn=conn)
         return aggregate
 
