@@ -133,6 +133,7 @@ class AppendPlan:
             "expected": self.expected if isinstance(self.expected, int) else None,
             "shard_key": self.shard_key,
             "event_ids": [e.event_id for e in self.events],
+            "first_id": self.events[0].event_id,
             "event_types": [e.event_type for e in self.events],
             "schema_versions": [e.schema_version for e in self.events],
             "data": "[" + ",".join([e.data for e in self.events]) + "]",

@@ -9,11 +9,12 @@ does the second CTE insert the events. Writers to one stream therefore serialise
 stream row before any `global_position` is drawn: a loser of a conflict burns no
 position, and per-stream position order equals commit order.
 
-Idempotent retries: every claim also refuses when any of the event ids is already stored
-(an index probe per id, about 5-8 % of an append). Without that guard a retry, or an id
-reused from another stream, would reach the unique index: a unique violation aborts the
-caller's whole transaction and burns the positions drawn for the rejected rows. A refused
-claim is then explained by `REFUSED_APPEND`.
+Idempotent retries: every claim also refuses when the append's first event id is already
+stored (one probe of the unique index, about 5 % of an append). A retry repeats that id, so
+it is refused and then explained by `REFUSED_APPEND`, without reaching the unique index: a
+unique violation would abort the caller's whole transaction and burn the positions drawn.
+Only an id reused in a later position reaches the index (DuplicateEventIdError either way;
+in a caller's transaction that transaction is then aborted).
 
 The payloads travel as one JSON array (joined on the client, parsed once by the server) and
 the metadata, shared by all events of an append, once; ids, types and versions are arrays
@@ -27,9 +28,10 @@ from typing import Final
 
 from psycopg import sql
 
-_NO_DUPLICATES: Final = (
-    "NOT EXISTS (SELECT 1 FROM {events} WHERE event_id = ANY(%(event_ids)b::uuid[]))"
-)
+# One probe of the unique index, on the append's first event id: a retry repeats it. (A
+# probe for every id measured 2x slower on 100-event appends to a young table: the planner
+# re-plans `= ANY(array)` each time and may scan; an equality on a unique index is stable.)
+_NO_DUPLICATES: Final = "NOT EXISTS (SELECT 1 FROM {events} WHERE event_id = %(first_id)b::uuid)"
 
 CLAIM_ANY: Final = (
     "INSERT INTO {streams} AS s (stream_id, version) "
