@@ -328,3 +328,14 @@ def test_read_stream_data_yields_versions_and_typed_events(store: EventStore) ->
     store.append("acc-1", [Opened(owner="ann"), dep(5), dep(7)])
     assert list(store.read_stream_data("acc-1", from_version=2)) == [(2, dep(5)), (3, dep(7))]
     assert list(store.read_stream_data("missing")) == []
+
+
+def test_an_id_reused_in_a_later_position_is_refused_and_nothing_is_written(
+    store: EventStore,
+) -> None:
+    taken = uuid.uuid4()
+    store.append("acc-1", dep(1), event_ids=[taken])
+    with pytest.raises(DuplicateEventIdError):
+        store.append("acc-2", [dep(1), dep(2)], event_ids=[uuid.uuid4(), taken])
+    assert not store.stream_info("acc-2").exists
+    assert store.append("acc-2", dep(3)).last_version == 1
