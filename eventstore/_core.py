@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import uuid
 import zlib
@@ -132,11 +133,8 @@ class AppendPlan:
             "count": len(self.events),
             "expected": self.expected if isinstance(self.expected, int) else None,
             "shard_key": self.shard_key,
-            "event_ids": [e.event_id for e in self.events],
             "first_id": self.events[0].event_id,
-            "event_types": [e.event_type for e in self.events],
-            "schema_versions": [e.schema_version for e in self.events],
-            "data": "[" + ",".join([e.data for e in self.events]) + "]",
+            "events": "[" + ",".join([_wire(e) for e in self.events]) + "]",
             "metadata": self.events[0].metadata,
         }
 
@@ -144,6 +142,19 @@ class AppendPlan:
     def event_ids(self) -> tuple[uuid.UUID, ...]:
         """Returns the ids of the events, in order."""
         return tuple(e.event_id for e in self.events)
+
+
+def _wire(event: NewEvent) -> str:
+    """Returns one event as the append statement reads it (see `eventstore._sql`)."""
+    return (
+        f'{{"i":"{event.event_id}","t":{_json_string(event.event_type)},'
+        f'"v":{event.schema_version},"d":{event.data}}}'
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_string(text: str) -> str:
+    return json.dumps(text)
 
 
 def validate_stream_id(stream_id: object) -> str:
