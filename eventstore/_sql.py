@@ -17,9 +17,10 @@ Only an id reused in a later position reaches the index (DuplicateEventIdError e
 in a caller's transaction that transaction is then aborted).
 
 The events travel as one JSON array of ``{"i": id, "t": type, "v": schema version,
-"d": payload}`` (joined on the client from the already encoded payloads, turned into rows
-by ``jsonb_to_recordset`` on the server), and the metadata, shared by all events of an append, once. No array parameters:
-adapting them cost more client time than the whole JSON join.
+"d": payload}``, joined on the client from the already encoded payloads and turned into
+rows by ``jsonb_to_recordset`` on the server; the metadata, shared by all events of an
+append, travels once. No array parameters: adapting them cost more client time than the
+whole JSON join.
 """
 
 from __future__ import annotations
