@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from eventstore._core import Snapshot, validate_stream_id
 from eventstore.errors import EventStoreError
-from eventstore.events import Event, RecordedEvent
+from eventstore.events import Event
 
 __all__ = [
     "Aggregate",
@@ -186,11 +186,6 @@ class Aggregate(BaseModel):
                 f"{type(self).__qualname__} has no @applies handler for {type(event).__qualname__}"
             )
         handler(self, event)
-
-    def replay(self, recorded: RecordedEvent[Event]) -> None:
-        """Applies a stored event while loading."""
-        self._apply(recorded.data)
-        self._version = recorded.version
 
     def apply_stored(self, event: Event) -> None:
         """Applies a stored event while loading; the loader sets the version once at the end."""
