@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench bench-aggregates generate clean
+.PHONY: demo test test-unit lint bench bench-aggregates generate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -25,10 +25,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --strict tests/typing
+	$(BIN)/lint-imports
 	$(BIN)/python tools/async_to_sync.py --check
 
 test: lint
 	$(BIN)/pytest
+
+# The inner loop: pure modules only, no database needed (a few seconds).
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit -m "not postgres" -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/append.py

@@ -50,8 +50,8 @@ from _common import (
 from psycopg.conninfo import conninfo_to_dict
 
 from eventstore import Event, PostgresEventStore, Repository, WrongExpectedVersionError
+from eventstore.demo.bank import Account, AccountOpened, MoneyDeposited, registry
 from eventstore.migrate import upgrade
-from examples.bank import Account, AccountOpened, MoneyDeposited, registry
 
 try:
     from eventsourcing.application import Application

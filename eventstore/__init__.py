@@ -1,26 +1,18 @@
 """Event sourcing on Postgres: an append-only log with optimistic concurrency."""
 
-from eventstore._core import (
-    ANY,
-    NO_STREAM,
-    STREAM_EXISTS,
-    AppendResult,
-    ExpectedVersion,
-    Snapshot,
-    StreamInfo,
-    StreamState,
-)
-from eventstore.aggregate import (
+from eventstore.aggregates import (
     Aggregate,
-    AggregateError,
-    AggregateNotFoundError,
+    AsyncDeciderRepository,
+    AsyncRepository,
     Decider,
+    DeciderRepository,
+    Repository,
     applies,
 )
-from eventstore.async_repository import AsyncDeciderRepository, AsyncRepository
-from eventstore.async_store import AsyncPostgresEventStore
 from eventstore.context import current_metadata, message_context
 from eventstore.errors import (
+    AggregateError,
+    AggregateNotFoundError,
     ConcurrencyError,
     ConfigurationError,
     DatabaseUnavailableError,
@@ -35,19 +27,22 @@ from eventstore.errors import (
     UpcastError,
     WrongExpectedVersionError,
 )
-from eventstore.events import (
-    Event,
-    EventMetadata,
-    EventRegistry,
-    RawRecordedEvent,
-    RecordedEvent,
-    uuid7,
-)
+from eventstore.events import Event, EventMetadata, RawRecordedEvent, RecordedEvent, uuid7
 from eventstore.memory import AsyncInMemoryEventStore, InMemoryEventStore
-from eventstore.protocol import AsyncEventStore, EventStore
-from eventstore.repository import DeciderRepository, Repository
-from eventstore.schema import include_object, make_metadata, metadata
-from eventstore.store import PostgresEventStore
+from eventstore.postgres import AsyncPostgresEventStore, PostgresEventStore
+from eventstore.registry import EventRegistry
+from eventstore.store import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    AsyncEventStore,
+    EventStore,
+    ExpectedVersion,
+    Snapshot,
+    StreamInfo,
+    StreamState,
+)
 
 __all__ = [
     "ANY",
@@ -92,9 +87,6 @@ __all__ = [
     "WrongExpectedVersionError",
     "applies",
     "current_metadata",
-    "include_object",
-    "make_metadata",
     "message_context",
-    "metadata",
     "uuid7",
 ]

@@ -3,20 +3,22 @@
 ::
 
     EventStoreError
-    ├── ConfigurationError            bad settings, wrong driver, unsupported connection
-    ├── DatabaseUnavailableError      the server cannot be reached (connect, timeout)
-    ├── SchemaNotMigratedError        the tables are missing or behind the code
-    ├── InvalidArgumentError          a bad argument (read bounds, expected version, ...)
+    ├── ConfigurationError            bad settings, wrong driver, unsupported connection,
+    │                                 an event class declared without a type name
+    ├── DatabaseUnavailableError      the server cannot be reached, or the connection was lost
+    ├── SchemaNotMigratedError        the tables are missing
+    ├── InvalidArgumentError          a bad argument (read bounds, expected version); a ValueError
     │   ├── InvalidStreamIdError      empty, too long or containing NUL
-    │   └── InvalidEventError         a payload that cannot be encoded, or stored data
-    │                                 that no longer validates against its class
-    ├── UnknownEventTypeError         a type name with no registered class (write or read)
-    ├── UpcastError                   an upcaster chain is broken or raised
-    ├── DuplicateEventIdError         an event id already stored elsewhere
-    └── ConcurrencyError
-        ├── WrongExpectedVersionError the stream is not at the expected version
-        └── TransactionConflictError  Postgres aborted the transaction (serialization
-                                      failure, deadlock): retry the whole transaction
+    │   └── InvalidEventError         a payload that would not read back as written, or stored
+    │                                 data that no longer validates against its class
+    ├── UnknownEventTypeError         a type name with no registered class; a LookupError
+    ├── UpcastError                   an upcaster chain is broken, or an upcaster raised
+    ├── DuplicateEventIdError         event ids already stored, not as this same append
+    ├── ConcurrencyError
+    │   ├── WrongExpectedVersionError the stream is not at the expected version
+    │   └── TransactionConflictError  Postgres aborted the transaction: retry all of it
+    ├── AggregateError                an aggregate cannot apply an event, or has no category
+    └── AggregateNotFoundError        no stream for the aggregate id; a LookupError
 
 Every error is raised before anything is written, or after the write was rolled back;
 none leaves a partial append behind.
@@ -27,6 +29,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AggregateError",
+    "AggregateNotFoundError",
     "ConcurrencyError",
     "ConfigurationError",
     "DatabaseUnavailableError",
@@ -137,3 +141,16 @@ class WrongExpectedVersionError(ConcurrencyError):
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual
+
+
+class AggregateError(EventStoreError):
+    """Reports an aggregate that cannot apply an event (no handler for its class)."""
+
+
+class AggregateNotFoundError(EventStoreError, LookupError):
+    """Reports that no stream exists for the aggregate id."""
+
+    def __init__(self, aggregate: str, aggregate_id: str) -> None:
+        super().__init__(f"{aggregate} {aggregate_id!r} not found")
+        self.aggregate = aggregate
+        self.aggregate_id = aggregate_id

@@ -1,40 +1,28 @@
-"""Events as frozen pydantic models, their registry, upcasters and recorded form."""
+"""Events as frozen pydantic models, their metadata, and their recorded form."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
-import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
-import pydantic
-import pydantic_core
 from pydantic import BaseModel, ConfigDict
-
-from eventstore.errors import InvalidEventError, UnknownEventTypeError, UpcastError
 
 __all__ = [
     "Event",
     "EventMetadata",
-    "EventRegistry",
     "NewEvent",
     "RawRecordedEvent",
     "RecordedEvent",
-    "Upcaster",
     "uuid7",
 ]
 
 E = TypeVar("E", bound="Event")
 E_co = TypeVar("E_co", bound="Event", covariant=True)
-Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-# A JSON-escaped NUL (\u0000 after an even number of backslashes): jsonb refuses it.
-_JSON_NUL: Final = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 class Event(BaseModel):
@@ -159,182 +147,3 @@ def _uuid7s(count: int, randomness: bytes) -> list[uuid.UUID]:
             )
         )
     return ids
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Entry:
-    cls: type[Event]
-    upcasters: dict[int, Upcaster]
-
-
-class EventRegistry:
-    """Maps stored type names to event classes and upgrades old payloads.
-
-    Upcasters transform the stored dict of one schema version into the next; a chain
-    brings any old version to the class's current ``schema_version`` before validation.
-    """
-
-    def __init__(self, classes: Iterable[type[Event]] = ()) -> None:
-        self._entries: dict[str, _Entry] = {}
-        self._by_class: dict[type[Event], str] = {}
-        for cls in classes:
-            self.register(cls)
-
-    def register(self, cls: type[E], *, aliases: Iterable[str] = ()) -> type[E]:
-        """Registers an event class (usable as a decorator); aliases read old type names."""
-        event_type = cls.__dict__.get("event_type")
-        if not isinstance(event_type, str) or not event_type:
-            raise InvalidEventError(
-                f"{cls.__qualname__} must declare `event_type: ClassVar[str] = '...'` itself"
-            )
-        if not isinstance(cls.schema_version, int) or cls.schema_version < 1:
-            raise InvalidEventError(f"{cls.__qualname__}.schema_version must be an int >= 1")
-        names = (event_type, *aliases)
-        for name in names:  # check every name before changing anything
-            known = self._entries.get(name)
-            if known is not None and known.cls is not cls:
-                raise InvalidEventError(
-                    f"event type {name!r} is already registered to {known.cls.__qualname__}"
-                )
-        entry = self._entries.get(event_type) or _Entry(cls, {})
-        for name in names:  # aliases share the entry, so old names get the same upcasters
-            self._entries[name] = entry
-        self._by_class[cls] = event_type
-        return cls
-
-    def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
-        """Registers a function turning a ``from_version`` dict into ``from_version + 1``."""
-
-        def decorator(fn: Upcaster) -> Upcaster:
-            self._entry(event_type).upcasters[from_version] = fn
-            return fn
-
-        return decorator
-
-    def add_upcaster(self, event_type: str, from_version: int, fn: Upcaster) -> None:
-        """Registers an upcaster without decorator syntax."""
-        self.upcaster(event_type, from_version)(fn)
-
-    def class_for(self, event_type: str) -> type[Event]:
-        """Returns the class registered for a stored type name."""
-        return self._entry(event_type).cls
-
-    def type_name(self, cls: type[Event]) -> str:
-        """Returns the stored type name of a registered class."""
-        try:
-            return self._by_class[cls]
-        except KeyError:
-            name = getattr(cls, "event_type", cls.__qualname__)
-            raise UnknownEventTypeError(str(name)) from None
-
-    def __contains__(self, event_type: object) -> bool:
-        return event_type in self._entries
-
-    def _entry(self, event_type: str) -> _Entry:
-        try:
-            return self._entries[event_type]
-        except KeyError:
-            raise UnknownEventTypeError(event_type) from None
-
-    def encode(self, event: Event, metadata: str, event_id: uuid.UUID) -> NewEvent:
-        """Encodes one event for appending; fails before any write if it cannot."""
-        if not isinstance(event, Event):
-            raise InvalidEventError(
-                f"expected an Event instance, got {type(event).__qualname__}", event=event
-            )
-        cls = type(event)
-        event_type = self.type_name(cls)
-        try:  # the serializer itself: model_dump_json's wrapper costs as much again
-            data = cls.__pydantic_serializer__.to_json(
-                event, by_alias=True, round_trip=True
-            ).decode()
-        except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
-            raise InvalidEventError(f"cannot encode {event_type!r}: {exc}", event=event) from exc
-        _refuse_nul(data, event_type, event)
-        _refuse_lossy(cls, data, event, event_type)
-        return NewEvent(
-            event_id=event_id,
-            event_type=event_type,
-            schema_version=cls.schema_version,
-            data=data,
-            metadata=metadata,
-        )
-
-    def decode(self, event_type: str, schema_version: int, data: str | bytes) -> Event:
-        """Decodes a stored payload into its current class, upcasting old versions first."""
-        entry = self._entry(event_type)
-        cls = entry.cls
-        try:
-            if schema_version == cls.schema_version:
-                return cls.model_validate_json(data)
-            payload = json.loads(data)
-            return cls.model_validate(self._upcast(entry, event_type, schema_version, payload))
-        except pydantic.ValidationError as exc:
-            raise InvalidEventError(
-                f"stored {event_type!r} v{schema_version} does not validate as "
-                f"{cls.__qualname__} v{cls.schema_version}: {exc}"
-            ) from exc
-
-    def _upcast(
-        self, entry: _Entry, event_type: str, version: int, payload: dict[str, Any]
-    ) -> dict[str, Any]:
-        target = entry.cls.schema_version
-        if version > target:
-            raise UpcastError(event_type, version, target, "stored version is newer than code")
-        start = version
-        while version < target:
-            step = entry.upcasters.get(version)
-            if step is None:
-                raise UpcastError(event_type, start, target, f"no upcaster from v{version}")
-            try:
-                payload = step(payload)
-            except Exception as exc:
-                raise UpcastError(event_type, version, version + 1, repr(exc)) from exc
-            version += 1
-        return payload
-
-
-def _refuse_nul(data: str, what: str, event: Any = None) -> None:
-    if "\\u0000" in data and _JSON_NUL.search(data):
-        raise InvalidEventError(
-            f"cannot store {what!r}: Postgres jsonb rejects NUL characters", event=event
-        )
-
-
-def _refuse_lossy(cls: type[Event], data: str, event: Event, event_type: str) -> None:
-    """Refuses a payload that would not read back equal (NaN, masked secrets, huge ints).
-
-    Such an event would be stored and then be unreadable, or read back changed: checking
-    the round trip now is the only way to keep both promises.
-    """
-    try:
-        restored = cls.__pydantic_validator__.validate_json(data)
-        # Field values are what matter (BaseModel.__eq__ also compares private state).
-        same = restored.__dict__ == event.__dict__
-    except (pydantic.ValidationError, ValueError) as exc:
-        raise InvalidEventError(
-            f"cannot store {event_type!r}: it would not read back ({exc})", event=event
-        ) from exc
-    if not same:
-        raise InvalidEventError(
-            f"cannot store {event_type!r}: it would read back changed (NaN, a masked secret, "
-            "a serializer that loses data?)",
-            event=event,
-        )
-
-
-def encode_metadata(metadata: EventMetadata | Mapping[str, Any] | None) -> str:
-    """Encodes metadata to JSON text, validating a plain mapping first."""
-    if metadata is None:
-        return "{}"
-    if not isinstance(metadata, EventMetadata):
-        try:
-            metadata = EventMetadata.model_validate(metadata)
-        except pydantic.ValidationError as exc:
-            raise InvalidEventError(f"invalid metadata: {exc}") from exc
-    try:
-        data = metadata.model_dump_json(exclude_none=True)
-    except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
-        raise InvalidEventError(f"cannot encode metadata: {exc}") from exc
-    _refuse_nul(data, "metadata")
-    return data

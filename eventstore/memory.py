@@ -9,18 +9,13 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventstore import _core
-from eventstore._core import (
-    ANY,
-    AppendPlan,
-    AppendResult,
-    ExpectedVersion,
-    RawRow,
-    Snapshot,
-    StreamInfo,
-)
+from eventstore import _append, _rows
+from eventstore._append import AppendPlan
+from eventstore._rows import RawRow
 from eventstore.errors import ConfigurationError, DuplicateEventIdError, InvalidArgumentError
-from eventstore.events import Event, EventMetadata, EventRegistry, RawRecordedEvent, RecordedEvent
+from eventstore.events import Event, EventMetadata, RawRecordedEvent, RecordedEvent
+from eventstore.registry import EventRegistry
+from eventstore.store import ANY, AppendResult, ExpectedVersion, Snapshot, StreamInfo
 
 __all__ = ["AsyncInMemoryEventStore", "InMemoryEventStore"]
 
@@ -58,15 +53,15 @@ class InMemoryEventStore:
     ) -> AppendResult:
         """Appends events if the stream is at ``expected_version``; see the Postgres store."""
         _refuse_connection(conn)
-        plan = _core.plan_append(
+        plan = _append.plan_append(
             self._registry, stream_id, events, expected_version, metadata, event_ids
         )
         with self._lock:
             stream = self._streams.get(plan.stream_id)
             actual = len(stream) if stream else None
             duplicate = any(i in self._by_id for i in plan.event_ids)
-            if duplicate or not _core.claim_matches(plan.expected, actual):
-                repeat = _core.resolve_refused_append(plan, actual, self._found(plan))
+            if duplicate or not _append.claim_matches(plan.expected, actual):
+                repeat = _append.resolve_refused_append(plan, actual, self._found(plan))
                 self._check_whole(repeat, stream or [])
                 return repeat
             return self._write(plan, actual or 0)
@@ -104,12 +99,12 @@ class InMemoryEventStore:
             stream.append(row)
             self._by_id[e.event_id] = row
             written.append((row[0], row[2], row[9]))
-        return _core.result_from_rows(plan, written)
+        return _append.result_from_rows(plan, written)
 
     def stream_info(self, stream_id: str, *, conn: object = None) -> StreamInfo:
         """Returns whether a stream exists and its current version."""
         _refuse_connection(conn)
-        stream_id = _core.validate_stream_id(stream_id)
+        stream_id = _append.validate_stream_id(stream_id)
         with self._lock:
             version = len(self._streams.get(stream_id, ()))
         return StreamInfo(stream_id, exists=version > 0, version=version)
@@ -129,12 +124,12 @@ class InMemoryEventStore:
     def load_snapshot(self, stream_id: str, *, conn: object = None) -> Snapshot | None:
         """Returns the stream's latest snapshot, or None."""
         _refuse_connection(conn)
-        return self._snapshots.get(_core.validate_stream_id(stream_id))
+        return self._snapshots.get(_append.validate_stream_id(stream_id))
 
     def delete_snapshot(self, stream_id: str, *, conn: object = None) -> None:
         """Removes the stream's snapshot."""
         _refuse_connection(conn)
-        self._snapshots.pop(_core.validate_stream_id(stream_id), None)
+        self._snapshots.pop(_append.validate_stream_id(stream_id), None)
 
     def read_stream(
         self,
@@ -147,7 +142,7 @@ class InMemoryEventStore:
     ) -> Iterator[RecordedEvent[Event]]:
         """Yields a stream's events as typed, current-version events."""
         rows = self._rows(stream_id, direction, from_version, limit, conn)
-        return (_core.decode_row(self._registry, row) for row in rows)  # lazy, as Postgres
+        return (_rows.decode_row(self._registry, row) for row in rows)  # lazy, as Postgres
 
     def read_stream_data(
         self, stream_id: str, *, from_version: int | None = None, conn: object = None
@@ -168,7 +163,7 @@ class InMemoryEventStore:
     ) -> Iterator[RawRecordedEvent]:
         """Yields a stream's events as stored, payloads as dicts."""
         rows = self._rows(stream_id, direction, from_version, limit, conn)
-        return (_core.decode_raw_row(row) for row in rows)
+        return (_rows.decode_raw_row(row) for row in rows)
 
     def _rows(
         self,
@@ -180,8 +175,8 @@ class InMemoryEventStore:
     ) -> Iterator[RawRow]:
         """Checks the arguments now; reads the stream when iteration starts, like Postgres."""
         _refuse_connection(conn)
-        stream_id = _core.validate_stream_id(stream_id)
-        forward, start, limit = _core.read_bounds(direction, from_version, limit)
+        stream_id = _append.validate_stream_id(stream_id)
+        forward, start, limit = _rows.read_bounds(direction, from_version, limit)
         return self._iter_rows(stream_id, forward, start, limit)
 
     def _iter_rows(

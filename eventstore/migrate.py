@@ -8,7 +8,6 @@ schema, under the branch label ``eventstore``, so they never touch an applicatio
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +20,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
-from eventstore._connections import sqlalchemy_url
 from eventstore.errors import ConfigurationError, DatabaseUnavailableError
-from eventstore.schema import DEFAULT_SCHEMA, VERSION_TABLE
+from eventstore.postgres.connections import sqlalchemy_url
+from eventstore.postgres.schema import DEFAULT_SCHEMA, VERSION_TABLE
+from eventstore.settings import Settings
 
 __all__ = [
     "BRANCH_LABEL",
@@ -73,7 +73,7 @@ def migration_schema(config: Config | None = None) -> str:
             return str(x)
     except (AttributeError, NameError):
         pass
-    return os.environ.get("EVENTSTORE_SCHEMA", DEFAULT_SCHEMA)
+    return Settings.from_env().schema or DEFAULT_SCHEMA
 
 
 def alembic_config(url: str, schema: str = DEFAULT_SCHEMA) -> Config:

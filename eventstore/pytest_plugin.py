@@ -29,28 +29,23 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from eventstore._connections import libpq_url
-from eventstore.aggregate import Aggregate
-from eventstore.async_store import AsyncPostgresEventStore
-from eventstore.events import EventRegistry
+from eventstore.aggregates.aggregate import Aggregate
+from eventstore.aggregates.repository import Repository
 from eventstore.memory import AsyncInMemoryEventStore, InMemoryEventStore
 from eventstore.migrate import upgrade
-from eventstore.repository import Repository
-from eventstore.store import PostgresEventStore
+from eventstore.postgres.connections import libpq_url
+from eventstore.postgres.store import PostgresEventStore
+from eventstore.postgres.store_async import AsyncPostgresEventStore
+from eventstore.registry import EventRegistry
+from eventstore.settings import Settings
 
 A = TypeVar("A", bound=Aggregate)
-
-URL_VARIABLES = ("EVENTSTORE_TEST_DATABASE_URL", "DATABASE_URL")
 
 
 def with_database(url: str, database: str) -> str:
     """Returns ``url`` pointing at another database on the same server."""
     parts = urlsplit(libpq_url(url))
     return urlunsplit(parts._replace(path="/" + database))
-
-
-def _is_postgres_url(url: str) -> bool:
-    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
 
 
 def _docker_answers() -> bool:
@@ -75,17 +70,16 @@ def _from_testcontainers(stack: ExitStack) -> str:
 
 
 def _from_embedded() -> str:
-    from eventstore._embedded import start_embedded_postgres
+    from eventstore.postgres.embedded import start_embedded_postgres
 
     return start_embedded_postgres()
 
 
 def find_server(stack: ExitStack) -> tuple[str | None, str]:
     """Returns an admin URL for a Postgres server and where it came from, or a skip reason."""
-    for name in URL_VARIABLES:
-        value = os.environ.get(name, "").strip()
-        if value and _is_postgres_url(value):  # DATABASE_URL may well be sqlite:// ...
-            return libpq_url(value), f"${name}"
+    configured = Settings.from_env().test_database_url
+    if configured:
+        return libpq_url(configured), "the environment"
     if _docker_answers():
         try:
             return _from_testcontainers(stack), "testcontainers"
@@ -197,10 +191,15 @@ else:
 
 
 @pytest.fixture
-def in_memory_repository(
+def in_memory_repository_factory(
     eventstore_registry: EventRegistry,
 ) -> Callable[[type[A]], Repository[A]]:
-    """Returns a factory of repositories over a fresh in-memory store per call."""
+    """Returns a factory of repositories over a fresh in-memory store per call.
+
+    The factory takes the aggregate class (and ``snapshot_every``) and uses this test's
+    ``eventstore_registry``; `eventstore.testing.in_memory_repository` is the same thing
+    outside pytest, with the registry as an argument.
+    """
 
     def make(aggregate: type[A], snapshot_every: int | None = None) -> Repository[A]:
         store = InMemoryEventStore(eventstore_registry)
@@ -223,3 +222,10 @@ def async_in_memory_event_store(eventstore_registry: EventRegistry) -> AsyncInMe
 
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "postgres: the test needs a real Postgres server")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test that uses the Postgres fixtures ``postgres``, so ``-m`` can pick."""
+    for item in items:
+        if "eventstore_server_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)

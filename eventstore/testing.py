@@ -15,11 +15,13 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from eventstore.aggregate import Aggregate, Decider
-from eventstore.async_repository import AsyncRepository
-from eventstore.events import Event, EventRegistry
+from eventstore.aggregates.aggregate import Aggregate
+from eventstore.aggregates.decider import Decider
+from eventstore.aggregates.repository import Repository
+from eventstore.aggregates.repository_async import AsyncRepository
+from eventstore.events import Event
 from eventstore.memory import AsyncInMemoryEventStore, InMemoryEventStore
-from eventstore.repository import Repository
+from eventstore.registry import EventRegistry
 
 __all__ = [
     "AggregateScenario",

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import context
 
 from eventstore.migrate import migration_schema
-from eventstore.schema import VERSION_TABLE, make_metadata
+from eventstore.postgres.schema import VERSION_TABLE, make_metadata
 
 config = context.config
 schema = migration_schema(config)

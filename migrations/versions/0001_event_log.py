@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 from eventstore.migrate import migration_schema
-from eventstore.schema import XID8
+from eventstore.postgres.schema import XID8
 
 revision = "0001_event_log"
 down_revision = None

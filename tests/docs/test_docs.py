@@ -8,7 +8,7 @@ Conventions in ``docs/**/*.md``:
   alembic ``env.py``, a ``conftest.py``). It does not run on its own: a test below writes
   those files to a temporary directory and runs the project, as its user would.
 * A block right after a ``<!-- excerpt: PATH -->`` line shows part of a file of this
-  repository (``examples/bank.py``). It does not run; its pieces, separated by ``...``
+  repository (``eventstore/demo/bank.py``). It does not run; its pieces, separated by ``...``
   lines, must appear verbatim and in order in that file.
 * Anything else is ```pycon, ```console, ```text, ```sql, ```ini or ```toml, never run.
 """
@@ -36,7 +36,9 @@ from alembic import command
 from alembic.util import CommandError
 
 import eventstore.migrate
-from eventstore import Event, EventRegistry, PostgresEventStore, _sql, make_metadata
+from eventstore import Event, EventRegistry, PostgresEventStore
+from eventstore.postgres import sql as _sql
+from eventstore.postgres.schema import make_metadata
 from eventstore.pytest_plugin import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]

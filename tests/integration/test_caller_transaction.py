@@ -17,7 +17,7 @@ from eventstore import (
     TransactionConflictError,
     WrongExpectedVersionError,
 )
-from eventstore._connections import sqlalchemy_url
+from eventstore.postgres.connections import sqlalchemy_url
 from tests.support import Deposited
 
 DEP = Deposited(amount=1, currency="EUR")

@@ -50,6 +50,6 @@ def test_without_a_database_the_cli_starts_the_embedded_server(tmp_path: Path) -
         )
         assert checked.returncode == 0, checked.stderr
     finally:
-        from eventstore._embedded import stop_embedded_postgres
+        from eventstore.postgres.embedded import stop_embedded_postgres
 
         stop_embedded_postgres(tmp_path / "pgdata")

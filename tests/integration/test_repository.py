@@ -18,7 +18,7 @@ from eventstore import (
     Repository,
     Snapshot,
 )
-from examples.bank import Account, MoneyDeposited, registry
+from eventstore.demo.bank import Account, MoneyDeposited, registry
 
 
 @pytest.fixture

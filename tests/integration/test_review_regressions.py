@@ -22,7 +22,7 @@ from eventstore import (
     InvalidEventError,
     PostgresEventStore,
 )
-from eventstore._connections import sqlalchemy_url
+from eventstore.postgres.connections import sqlalchemy_url
 from tests.support import Deposited, Opened
 
 DEP = Deposited(amount=1, currency="EUR")
@@ -164,8 +164,9 @@ def test_in_memory_reads_see_the_stream_when_iteration_starts(
 
 
 def test_plugin_ignores_a_database_url_that_is_not_postgres() -> None:
-    from eventstore.pytest_plugin import _is_postgres_url
+    from eventstore.settings import Settings
 
-    assert _is_postgres_url("postgresql+psycopg://x/y")
-    assert _is_postgres_url("postgres://x/y")
-    assert not _is_postgres_url("sqlite:///app.db")
+    assert Settings.from_env({"DATABASE_URL": "postgresql+psycopg://x/y"}).test_database_url
+    assert Settings.from_env({"DATABASE_URL": "postgres://x/y"}).test_database_url
+    assert Settings.from_env({"DATABASE_URL": "sqlite:///app.db"}).test_database_url is None
+    assert Settings.from_env({"DATABASE_URL": "sqlite:///app.db"}).database_url

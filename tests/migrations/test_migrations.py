@@ -15,8 +15,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from eventstore import EventRegistry, PostgresEventStore, include_object, make_metadata, migrate
-from eventstore._connections import sqlalchemy_url
+from eventstore import EventRegistry, PostgresEventStore, migrate
+from eventstore.postgres.alembic import include_object_for
+from eventstore.postgres.connections import sqlalchemy_url
+from eventstore.postgres.schema import make_metadata
 from eventstore.pytest_plugin import create_database, drop_database
 from tests.support import Deposited
 
@@ -123,7 +125,7 @@ def test_include_object_keeps_app_autogenerate_away(empty_database: str) -> None
     engine = sa.create_engine(sqlalchemy_url(empty_database), poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         context = MigrationContext.configure(
-            conn, opts={"include_schemas": True, "include_object": include_object}
+            conn, opts={"include_schemas": True, "include_object": include_object_for()}
         )
         diff = compare_metadata(context, app_metadata)
     engine.dispose()
@@ -145,7 +147,7 @@ def test_migrate_works_from_the_built_wheel(tmp_path: Path, empty_database: str)
     assert "eventstore/_migrations/env.py" in names
     assert "eventstore/_migrations/versions/0001_event_log.py" in names
     assert "eventstore/py.typed" in names
-    assert "eventstore/examples/bank.py" in names
+    assert "eventstore/demo/bank.py" in names
     site = tmp_path / "site"
     # The unpacked wheel goes first on sys.path, ahead of this checkout's editable install.
     script = textwrap.dedent(

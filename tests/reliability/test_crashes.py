@@ -94,7 +94,7 @@ def postmaster_pid(pgdata: Path) -> int:
 def test_no_acknowledged_append_is_lost_when_postgres_crashes_under_load(
     tmp_path: Path, eventstore_registry: EventRegistry
 ) -> None:
-    from eventstore._embedded import start_embedded_postgres, stop_embedded_postgres
+    from eventstore.postgres.embedded import start_embedded_postgres, stop_embedded_postgres
 
     pgdata = tmp_path / "pgdata"
     url = start_embedded_postgres(pgdata)

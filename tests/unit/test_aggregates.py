@@ -19,8 +19,7 @@ from eventstore import (
     applies,
     message_context,
 )
-from eventstore.testing import given, given_decider, in_memory_repository
-from examples.bank import (
+from eventstore.demo.bank import (
     Account,
     AccountClosed,
     AccountIsClosed,
@@ -30,6 +29,7 @@ from examples.bank import (
     MoneyWithdrawn,
     registry,
 )
+from eventstore.testing import given, given_decider, in_memory_repository
 
 
 def test_a_deposit_records_money_deposited() -> None:

@@ -6,15 +6,16 @@ from typing import Any, ClassVar
 import pytest
 
 from eventstore import (
+    ConfigurationError,
     Event,
     EventRegistry,
     InvalidArgumentError,
-    InvalidEventError,
     UnknownEventTypeError,
     UpcastError,
 )
-from eventstore._core import shard_key, validate_expected
+from eventstore._append import validate_expected
 from eventstore.events import uuid7
+from eventstore.sharding import shard_key
 from tests.support import Deposited, make_registry
 
 
@@ -35,8 +36,8 @@ def test_events_are_frozen_and_reject_unknown_fields() -> None:
         Deposited(amount=1, currency="EUR", surprise=True)  # type: ignore[call-arg]
 
 
-def test_registry_requires_an_explicit_type_name() -> None:
-    with pytest.raises(InvalidEventError, match="event_type"):
+def test_a_class_without_a_type_name_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="event_type"):
         EventRegistry([NoTypeName])
 
 
@@ -45,7 +46,7 @@ def test_registry_refuses_two_classes_for_one_name() -> None:
         event_type: ClassVar[str] = "test.Deposited"
 
     registry = make_registry()
-    with pytest.raises(InvalidEventError, match="already registered"):
+    with pytest.raises(ConfigurationError, match="already registered"):
         registry.register(Other)
 
 

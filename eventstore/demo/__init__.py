@@ -1,20 +1,17 @@
 """The demo: concurrent writers run bank-account commands through the repository.
 
-It uses the example domain (``examples/bank.py``, shipped in the wheel as
-``eventstore.examples``), then reads everything back with the async store and checks that
-every acknowledged command is in the log.
+It uses the example domain (`eventstore.demo.bank`), then reads everything back with the
+async store and checks that every acknowledged command is in the log.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import random
 import threading
 import time
 import uuid
 from collections import Counter
-from typing import TYPE_CHECKING
 
 from eventstore import (
     AsyncPostgresEventStore,
@@ -24,14 +21,7 @@ from eventstore import (
     Repository,
     message_context,
 )
-
-if TYPE_CHECKING:
-    from examples import bank
-else:  # installed wheel: eventstore.examples; checkout: the top-level examples package
-    try:
-        bank = importlib.import_module("eventstore.examples.bank")
-    except ImportError:
-        bank = importlib.import_module("examples.bank")
+from eventstore.demo import bank
 
 __all__ = ["run_demo"]
 

@@ -1,8 +1,7 @@
-"""Repositories for asyncio code: load aggregates, save new events, retry commands.
+"""Repositories: load aggregates, save new events, retry commands on conflicts.
 
-This module is the single source of truth for the repositories: `eventstore/repository.py`
-is generated from it by `tools/async_to_sync.py`, and the test suite fails when the two
-drift.
+`repository_async.py` is the source and `repository.py` its generated sync twin (see
+`tools/async_to_sync.py`).
 """
 
 from __future__ import annotations
@@ -14,11 +13,11 @@ from typing import Any, Generic, TypeVar
 
 import tenacity
 
-from eventstore._core import NO_STREAM, AppendResult, StreamInfo
-from eventstore.aggregate import Aggregate, AggregateNotFoundError, Decider
-from eventstore.errors import ConfigurationError, WrongExpectedVersionError
+from eventstore.aggregates.aggregate import Aggregate
+from eventstore.aggregates.decider import Decider
+from eventstore.errors import AggregateNotFoundError, ConfigurationError, WrongExpectedVersionError
 from eventstore.events import Event, EventMetadata
-from eventstore.protocol import AsyncEventStore
+from eventstore.store import NO_STREAM, AppendResult, AsyncEventStore, StreamInfo
 
 __all__ = ["AsyncDeciderRepository", "AsyncRepository"]
 

@@ -1,35 +1,25 @@
-"""The ``eventstore`` command line: migrate, check and demo.
-
-With no database configured (``--url``, ``EVENTSTORE_DATABASE_URL``, ``DATABASE_URL``), it
-starts the embedded Postgres in a local data directory and says so.
-"""
+"""The database subcommands: migrate, check, demo and the embedded server."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 
 from eventstore import migrate
-from eventstore.errors import ConfigurationError, DatabaseUnavailableError, EventStoreError
-from eventstore.schema import DEFAULT_SCHEMA
-from eventstore.settings import database_url_from_env
+from eventstore.cli._exit import EXIT_NOT_MIGRATED, EXIT_OK, EXIT_UNREACHABLE
+from eventstore.errors import ConfigurationError, DatabaseUnavailableError
+from eventstore.postgres.schema import DEFAULT_SCHEMA
+from eventstore.settings import Settings
 
-__all__ = ["main"]
-
-# 2 is argparse's exit code for bad arguments, so the checks' codes start at 3.
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_UNREACHABLE = 3
-EXIT_NOT_MIGRATED = 4
+__all__ = ["register", "resolve_url"]
 
 
 def resolve_url(url: str | None) -> str:
     """Returns the URL to use: the argument, the environment, else the embedded server."""
-    url = url or database_url_from_env()
+    url = url or Settings.from_env().database_url
     if url:
         return url
-    from eventstore._embedded import default_data_dir, start_embedded_postgres
+    from eventstore.postgres.embedded import default_data_dir, start_embedded_postgres
 
     print(
         f"No database configured (EVENTSTORE_DATABASE_URL): starting the embedded Postgres "
@@ -75,7 +65,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_embedded(args: argparse.Namespace) -> int:
-    from eventstore._embedded import start_embedded_postgres, stop_embedded_postgres
+    from eventstore.postgres.embedded import start_embedded_postgres, stop_embedded_postgres
 
     if args.action == "stop":
         stop_embedded_postgres()
@@ -85,9 +75,8 @@ def cmd_embedded(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eventstore", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds the database subcommands to the ``eventstore`` parser."""
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
@@ -95,31 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--schema", default=DEFAULT_SCHEMA, help="schema of the event store")
         return p
 
-    add("migrate", "create or upgrade the event store tables").add_argument(
-        "--revision", default="heads"
+    migrate_ = add("migrate", "create or upgrade the event store tables")
+    migrate_.add_argument("--revision", default="heads")
+    migrate_.set_defaults(handler=cmd_migrate)
+    add("check", "exit 0 if reachable and migrated, 3 if unreachable, 4 if behind").set_defaults(
+        handler=cmd_check
     )
-    add("check", "exit 0 if reachable and migrated, 3 if unreachable, 4 if behind")
     demo = add("demo", "append and read a few thousand events with concurrent writers")
     demo.add_argument("--writers", type=int, default=8)
     demo.add_argument("--accounts", type=int, default=200)
+    demo.set_defaults(handler=cmd_demo)
     embedded = sub.add_parser("embedded", help="start (and print the URL of) or stop it")
     embedded.add_argument("action", choices=["start", "stop"])
-    return parser
-
-
-COMMANDS = {
-    "migrate": cmd_migrate,
-    "check": cmd_check,
-    "demo": cmd_demo,
-    "embedded": cmd_embedded,
-}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line and returns its exit code."""
-    args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except EventStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE if isinstance(exc, DatabaseUnavailableError) else EXIT_ERROR
+    embedded.set_defaults(handler=cmd_embedded)

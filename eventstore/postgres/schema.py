@@ -12,10 +12,7 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "VERSION_TABLE",
     "XID8",
-    "exclude_schema",
-    "include_object",
     "make_metadata",
-    "metadata",
 ]
 
 DEFAULT_SCHEMA: Final = "eventstore"
@@ -105,31 +102,3 @@ def make_metadata(schema: str = DEFAULT_SCHEMA) -> sa.MetaData:
         postgresql_with=STORAGE,
     )
     return md
-
-
-metadata: Final = make_metadata()
-
-
-def include_object(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
-    """Keeps an application's alembic autogenerate away from the event store's objects.
-
-    Pass it as ``include_object`` in the application's ``env.py``; it excludes every table
-    in the event store's schema (and anything whose table lives there).
-    """
-    table = obj if type_ == "table" else getattr(obj, "table", None)
-    schema = getattr(table, "schema", None)
-    return schema is None or not _is_eventstore_schema(schema)
-
-
-_EXCLUDED_SCHEMAS: set[str] = {DEFAULT_SCHEMA}
-
-
-def _is_eventstore_schema(schema: str) -> bool:
-    return schema in _EXCLUDED_SCHEMAS
-
-
-def exclude_schema(schema: str) -> None:
-    """Adds a custom event store schema name to those ``include_object`` excludes."""
-    _EXCLUDED_SCHEMAS.add(schema)

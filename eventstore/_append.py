@@ -1,4 +1,4 @@
-"""Pure logic shared by every store: validation, parameters, results and decoding.
+"""Appends planned before any I/O: validation, encoding, and explaining a refused claim (pure).
 
 Nothing here performs I/O, so the sync and async shells (and the in-memory store) make the
 same decisions from the same code.
@@ -7,13 +7,11 @@ same decisions from the same code.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
 import json
 import uuid
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
 from eventstore.context import merged_metadata
 from eventstore.errors import (
@@ -22,99 +20,24 @@ from eventstore.errors import (
     InvalidArgumentError,
     InvalidEventError,
     InvalidStreamIdError,
-    UnknownEventTypeError,
     WrongExpectedVersionError,
 )
-from eventstore.events import (
-    EMPTY_METADATA,
-    Event,
-    EventMetadata,
-    EventRegistry,
-    NewEvent,
-    RawRecordedEvent,
-    RecordedEvent,
-    encode_metadata,
-    uuid7_batch,
+from eventstore.events import Event, EventMetadata, NewEvent, uuid7_batch
+from eventstore.registry import EventRegistry, encode_metadata
+from eventstore.sharding import shard_key
+from eventstore.store import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    ExpectedVersion,
+    StreamState,
 )
-
-__all__ = [
-    "ANY",
-    "NO_STREAM",
-    "STREAM_EXISTS",
-    "AppendResult",
-    "ExpectedVersion",
-    "Snapshot",
-    "StreamInfo",
-    "StreamState",
-]
 
 # A btree entry must fit in a third of a page (about 2,700 bytes); the stream id is in two
 # indexes, so it is capped well below that, in UTF-8 bytes.
 MAX_STREAM_ID_BYTES: Final = 1024
 MAX_EVENTS_PER_APPEND: Final = 100_000
-
-
-class StreamState(enum.Enum):
-    """Names an expected stream state that is not an exact version."""
-
-    ANY = "any"
-    NO_STREAM = "no stream"
-    STREAM_EXISTS = "stream exists"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-ANY: Final = StreamState.ANY
-NO_STREAM: Final = StreamState.NO_STREAM
-STREAM_EXISTS: Final = StreamState.STREAM_EXISTS
-ExpectedVersion: TypeAlias = int | StreamState
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AppendResult:
-    """Describes a committed (or idempotently repeated) append.
-
-    ``transaction_id`` is the Postgres transaction that wrote the events; subscriptions use
-    it for read-your-writes waits, which positions alone cannot give soundly.
-    """
-
-    stream_id: str
-    first_version: int
-    last_version: int
-    positions: tuple[int, ...]
-    transaction_id: int
-    event_ids: tuple[uuid.UUID, ...]
-    repeated: bool = False
-
-    @property
-    def next_expected_version(self) -> int:
-        """Returns the expected version for the stream's next append."""
-        return self.last_version
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StreamInfo:
-    """Describes a stream: whether it exists and its current version (0 when it does not)."""
-
-    stream_id: str
-    exists: bool
-    version: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Holds an aggregate's encoded state as of a stream version."""
-
-    stream_id: str
-    version: int
-    state_type: str
-    schema_version: int
-    state: str
-
-    def params(self) -> dict[str, Any]:
-        """Returns the statement parameters."""
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -196,11 +119,6 @@ def validate_expected(expected: object) -> ExpectedVersion:
             f"not {expected!r}"
         )
     return NO_STREAM if expected == 0 else expected
-
-
-def shard_key(stream_id: str) -> int:
-    """Returns a stable, non-negative 31-bit hash of a stream id (same in every process)."""
-    return zlib.crc32(stream_id.encode("utf-8")) & 0x7FFF_FFFF
 
 
 def plan_append(
@@ -311,62 +229,3 @@ def claim_matches(expected: ExpectedVersion, actual: int | None) -> bool:
     if expected is STREAM_EXISTS:
         return actual is not None
     return actual == expected
-
-
-RawRow: TypeAlias = tuple[Any, ...]
-
-
-def decode_row(registry: EventRegistry, row: RawRow) -> RecordedEvent[Event]:
-    """Decodes a stored row into a typed event; raises with the raw record when unknown."""
-    position, stream_id, version, event_id, event_type, schema_version, data, meta, at, xid = row
-    try:
-        payload = registry.decode(event_type, schema_version, data)
-    except UnknownEventTypeError as exc:
-        raise UnknownEventTypeError(event_type, record=decode_raw_row(row)) from exc
-    return RecordedEvent(
-        global_position=position,
-        stream_id=stream_id,
-        version=version,
-        event_id=event_id,
-        event_type=event_type,
-        schema_version=schema_version,
-        data=payload,
-        metadata=EMPTY_METADATA if meta == "{}" else EventMetadata.model_validate_json(meta),
-        recorded_at=at,
-        transaction_id=xid,
-    )
-
-
-def decode_raw_row(row: RawRow) -> RawRecordedEvent:
-    """Decodes a stored row without the registry: payload and metadata as dicts."""
-    position, stream_id, version, event_id, event_type, schema_version, data, meta, at, xid = row
-    return RawRecordedEvent(
-        global_position=position,
-        stream_id=stream_id,
-        version=version,
-        event_id=event_id,
-        event_type=event_type,
-        schema_version=schema_version,
-        data=json.loads(data),
-        metadata=json.loads(meta),
-        recorded_at=at,
-        transaction_id=xid,
-    )
-
-
-def read_bounds(
-    direction: str, from_version: int | None, limit: int | None
-) -> tuple[bool, int, int | None]:
-    """Validates read arguments; returns (forward, starting version, limit)."""
-    if direction not in ("forward", "backward"):
-        raise InvalidArgumentError("direction must be 'forward' or 'backward'")
-    forward = direction == "forward"
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise InvalidArgumentError("limit must be an int >= 0 or None")
-    if from_version is None:
-        start = 1 if forward else 2**63 - 1
-    elif isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 0:
-        raise InvalidArgumentError("from_version must be an int >= 0 or None")
-    else:
-        start = from_version
-    return forward, start, limit

@@ -17,7 +17,7 @@ with one typed handler per event class::
             self.record(Deposited(amount=amount))
 
 mypy checks each handler's body against its event class. The functional style
-(`decide`/`evolve`) is in `Decider`.
+(`decide`/`evolve`) is in `eventstore.aggregates.decider`.
 """
 
 from __future__ import annotations
@@ -25,40 +25,23 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, overload
+from typing import Any, ClassVar, Self, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
-from eventstore._core import Snapshot, validate_stream_id
-from eventstore.errors import EventStoreError
+from eventstore._append import validate_stream_id
+from eventstore.errors import AggregateError
 from eventstore.events import Event
+from eventstore.store import Snapshot
 
 __all__ = [
     "Aggregate",
-    "AggregateError",
-    "AggregateNotFoundError",
-    "Decider",
     "applies",
 ]
 
 A = TypeVar("A", bound="Aggregate")
 E = TypeVar("E", bound=Event)
-S = TypeVar("S")
-C_contra = TypeVar("C_contra", contravariant=True)
 Handler = Callable[[Any, Any], None]
-
-
-class AggregateError(EventStoreError):
-    """Reports an aggregate that cannot apply an event (no handler for its class)."""
-
-
-class AggregateNotFoundError(EventStoreError, LookupError):
-    """Reports that no stream exists for the aggregate id."""
-
-    def __init__(self, aggregate: str, aggregate_id: str) -> None:
-        super().__init__(f"{aggregate} {aggregate_id!r} not found")
-        self.aggregate = aggregate
-        self.aggregate_id = aggregate_id
 
 
 @overload
@@ -243,15 +226,3 @@ class Aggregate(BaseModel):
     def blank(cls: type[A], aggregate_id: str) -> A:
         """Returns the aggregate before its first event (override for custom defaults)."""
         return cls(id=aggregate_id)
-
-
-class Decider(Protocol, Generic[C_contra, S]):
-    """Describes a functional aggregate: ``decide(command, state)`` and ``evolve``."""
-
-    category: str
-
-    def initial_state(self) -> S: ...
-
-    def decide(self, command: C_contra, state: S) -> Sequence[Event]: ...
-
-    def evolve(self, state: S, event: Event) -> S: ...

@@ -1,15 +1,12 @@
-"""The Postgres event store for asyncio code.
+"""The Postgres event store: appends and reads in its own transactions or the caller's.
 
-This module is the single source of truth for the Postgres I/O shell: `eventstore/store.py`
-is generated from it by `tools/async_to_sync.py`, and the test suite fails when the two
-drift.
-
-All decisions live in `eventstore._core`; this shell only moves bytes.
+`store_async.py` is the source and `store.py` its generated sync twin (see
+`tools/async_to_sync.py`). All decisions live in the pure modules (`eventstore._append`,
+`eventstore._rows`); this shell only moves bytes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -23,23 +20,35 @@ import tenacity
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
-from eventstore import _core, _sql
-from eventstore._connections import (
-    AsyncConnectionLike,
-    libpq_url,
-    translated_errors,
-    unwrap_async_connection,
-)
-from eventstore._core import ANY, AppendPlan, AppendResult, Snapshot, StreamInfo
+from eventstore import _append, _rows
+from eventstore._acompat import ALock
+from eventstore._append import AppendPlan
 from eventstore.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
     DuplicateEventIdError,
     TransactionConflictError,
 )
-from eventstore.events import Event, EventMetadata, EventRegistry, RawRecordedEvent, RecordedEvent
-from eventstore.schema import DEFAULT_SCHEMA
+from eventstore.events import Event, EventMetadata, RawRecordedEvent, RecordedEvent
+from eventstore.postgres import sql as _sql
+from eventstore.postgres.connections import (
+    AsyncConnectionLike,
+    libpq_url,
+    unwrap_async_connection,
+)
+from eventstore.postgres.errors import translated_errors
+from eventstore.postgres.schema import DEFAULT_SCHEMA
+from eventstore.registry import EventRegistry
 from eventstore.settings import database_url_from_env
+from eventstore.store import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    ExpectedVersion,
+    Snapshot,
+    StreamInfo,
+)
 
 __all__ = ["AsyncPostgresEventStore"]
 
@@ -80,14 +89,14 @@ class AsyncPostgresEventStore:
             url = libpq_url(url)
         self._url = url
         self._registry = registry
-        self._statements = _sql.render(_core.validate_schema(schema))
+        self._statements = _sql.render(_append.validate_schema(schema))
         self._pool = pool
         self._owns_pool = pool is None
         self._pool_sizes = (min_size, max_size)
         self._connect_timeout = connect_timeout
         self._page_size = page_size
         self._reconnect_attempts = max(1, reconnect_attempts)
-        self._lock = asyncio.Lock()
+        self._lock = ALock()
 
     @property
     def registry(self) -> EventRegistry:
@@ -229,7 +238,7 @@ class AsyncPostgresEventStore:
         stream_id: str,
         events: Sequence[Event] | Event,
         *,
-        expected_version: _core.ExpectedVersion = ANY,
+        expected_version: ExpectedVersion = ANY,
         metadata: EventMetadata | Mapping[str, Any] | None = None,
         event_ids: Sequence[UUID] | None = None,
         conn: AsyncConnectionLike | None = None,
@@ -239,7 +248,7 @@ class AsyncPostgresEventStore:
         Raises `WrongExpectedVersionError` on a conflict. Appending the same event ids at
         the same place again returns the original result (``repeated=True``).
         """
-        plan = _core.plan_append(
+        plan = _append.plan_append(
             self._registry, stream_id, events, expected_version, metadata, event_ids
         )
         if conn is not None:
@@ -265,16 +274,16 @@ class AsyncPostgresEventStore:
                 await conn.rollback()
             rows = []
         if rows:
-            return _core.result_from_rows(plan, rows)
+            return _append.result_from_rows(plan, rows)
         return await self._resolve_refused(conn, plan)
 
     def _append_statement(self, plan: AppendPlan) -> bytes:
         s = self._statements
-        if plan.expected is _core.ANY:
+        if plan.expected is ANY:
             return s.append_any
-        if plan.expected is _core.NO_STREAM:
+        if plan.expected is NO_STREAM:
             return s.append_no_stream
-        if plan.expected is _core.STREAM_EXISTS:
+        if plan.expected is STREAM_EXISTS:
             return s.append_stream_exists
         return s.append_exact
 
@@ -285,7 +294,7 @@ class AsyncPostgresEventStore:
         rows = await self._fetch(conn, self._statements.refused_append, params)
         actual = next((row[2] for row in rows if row[0] is None), None)
         found = [row for row in rows if row[0] is not None]
-        repeat = _core.resolve_refused_append(plan, actual, found)
+        repeat = _append.resolve_refused_append(plan, actual, found)
         # The ids are all there, in order: it is a repeat only if that transaction wrote
         # nothing else right before or after them in this stream (a retry of part of an
         # append, or of several appends at once, is not the same append).
@@ -303,7 +312,7 @@ class AsyncPostgresEventStore:
         self, stream_id: str, *, conn: AsyncConnectionLike | None = None
     ) -> StreamInfo:
         """Returns whether a stream exists and its current version."""
-        stream_id = _core.validate_stream_id(stream_id)
+        stream_id = _append.validate_stream_id(stream_id)
         rows = await self._query(conn, self._statements.stream_version, {"stream_id": stream_id})
         if not rows:
             return StreamInfo(stream_id, exists=False, version=0)
@@ -319,7 +328,7 @@ class AsyncPostgresEventStore:
         self, stream_id: str, *, conn: AsyncConnectionLike | None = None
     ) -> Snapshot | None:
         """Returns the stream's latest snapshot, or None."""
-        params = {"stream_id": _core.validate_stream_id(stream_id)}
+        params = {"stream_id": _append.validate_stream_id(stream_id)}
         rows = await self._query(conn, self._statements.load_snapshot, params)
         return Snapshot(*rows[0]) if rows else None
 
@@ -327,7 +336,7 @@ class AsyncPostgresEventStore:
         self, stream_id: str, *, conn: AsyncConnectionLike | None = None
     ) -> None:
         """Removes the stream's snapshot; loading then replays the whole stream."""
-        params = {"stream_id": _core.validate_stream_id(stream_id)}
+        params = {"stream_id": _append.validate_stream_id(stream_id)}
         await self._query(conn, self._statements.delete_snapshot, params, rows=False)
 
     def read_stream(
@@ -352,7 +361,7 @@ class AsyncPostgresEventStore:
         self, rows: AsyncIterator[tuple[Any, ...]]
     ) -> AsyncIterator[RecordedEvent[Event]]:
         async for row in rows:
-            yield _core.decode_row(self._registry, row)
+            yield _rows.decode_row(self._registry, row)
 
     def read_stream_raw(
         self,
@@ -388,7 +397,7 @@ class AsyncPostgresEventStore:
 
     async def _raw(self, rows: AsyncIterator[tuple[Any, ...]]) -> AsyncIterator[RawRecordedEvent]:
         async for row in rows:
-            yield _core.decode_raw_row(row)
+            yield _rows.decode_raw_row(row)
 
     async def _read_rows(
         self, bounds: _ReadBounds, conn: AsyncConnectionLike | None, *, lean: bool = False
@@ -425,5 +434,5 @@ class _ReadBounds(NamedTuple):
         cls, stream_id: str, direction: str, from_version: int | None, limit: int | None
     ) -> _ReadBounds:
         """Validates read arguments before any I/O."""
-        forward, version, remaining = _core.read_bounds(direction, from_version, limit)
-        return cls(_core.validate_stream_id(stream_id), forward, version, remaining)
+        forward, version, remaining = _rows.read_bounds(direction, from_version, limit)
+        return cls(_append.validate_stream_id(stream_id), forward, version, remaining)

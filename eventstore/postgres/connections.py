@@ -7,26 +7,15 @@ never commits or rolls back a connection it was given.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import Any, Final, TypeAlias
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-import psycopg_pool
 from sqlalchemy import engine as sa_engine
 from sqlalchemy import orm as sa_orm
 from sqlalchemy.ext import asyncio as sa_asyncio
 
-from eventstore.errors import (
-    ConfigurationError,
-    DatabaseUnavailableError,
-    DuplicateEventIdError,
-    EventStoreError,
-    InvalidArgumentError,
-    SchemaNotMigratedError,
-    TransactionConflictError,
-)
+from eventstore.errors import ConfigurationError
 
 SyncConnectionLike: TypeAlias = "psycopg.Connection[Any] | sa_engine.Connection | sa_orm.Session"
 AsyncConnectionLike: TypeAlias = (
@@ -86,44 +75,3 @@ def sqlalchemy_url(url: str) -> str:
     """Returns a SQLAlchemy URL that uses the psycopg 3 driver."""
     parts = urlsplit(libpq_url(url))
     return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
-
-
-@contextlib.contextmanager
-def translated_errors(stream_id: str | None = None) -> Iterator[None]:
-    """Translates driver errors into the toolkit's own, by constraint name and class.
-
-    This is the single boundary where psycopg exceptions become `EventStoreError`s.
-    """
-    try:
-        yield
-    except EventStoreError:
-        raise
-    except psycopg.errors.UniqueViolation as exc:
-        if exc.diag.constraint_name == "events_event_id_key":
-            raise DuplicateEventIdError(stream_id or "", []) from exc
-        raise
-    except psycopg.errors.DataError as exc:  # e.g. a snapshot state that is not JSON
-        raise InvalidArgumentError(f"Postgres refused the data: {exc}") from exc
-    except psycopg.errors.UndefinedTable as exc:
-        raise SchemaNotMigratedError(
-            f"event store tables not found ({exc.diag.message_primary}); run `eventstore migrate`"
-        ) from exc
-    except psycopg_pool.PoolTimeout as exc:
-        raise DatabaseUnavailableError(f"no database connection in time: {exc}") from exc
-    except psycopg.OperationalError as exc:
-        # psycopg puts SQLSTATE class 40 (40001 serialization, 40P01 deadlock) directly
-        # under OperationalError, so the class is told by its code.
-        if (exc.sqlstate or "").startswith("40"):
-            raise TransactionConflictError(f"transaction aborted by Postgres: {exc}") from exc
-        if not _is_connection_loss(exc):
-            raise  # a statement or lock timeout, a cancel: not an outage
-        raise DatabaseUnavailableError(f"database unavailable: {exc}") from exc
-
-
-# SQLSTATE class 08 (connection exception) and the server shutting down or starting up.
-_LOST: Final = ("57P01", "57P02", "57P03")
-
-
-def _is_connection_loss(exc: psycopg.OperationalError) -> bool:
-    state = exc.sqlstate
-    return state is None or state.startswith("08") or state in _LOST

@@ -32,6 +32,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from eventstore.errors import ConfigurationError, DatabaseUnavailableError
+from eventstore.settings import Settings
 
 __all__ = [
     "DATA_DIR_VARIABLE",
@@ -65,9 +66,9 @@ Account = tuple[int, int]  # uid, gid to run the Postgres programs as
 
 def default_data_dir() -> Path:
     """Returns ``$EVENTSTORE_EMBEDDED_DIR``, or ``./.eventstore/pgdata`` under the cwd."""
-    configured = os.environ.get(DATA_DIR_VARIABLE, "").strip()
-    if configured:
-        return Path(configured).expanduser()
+    configured = Settings.from_env().embedded_dir
+    if configured is not None:
+        return configured.expanduser()
     return Path.cwd() / ".eventstore" / "pgdata"
 
 

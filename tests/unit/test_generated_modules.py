@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_sync_store_is_generated_from_the_async_source() -> None:
+def test_every_generated_module_is_current_and_has_its_source() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "async_to_sync.py"), "--check"],
         capture_output=True,

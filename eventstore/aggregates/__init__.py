@@ -1,0 +1,16 @@
+"""Aggregates and repositories: class-based (`Aggregate`) and functional (`Decider`)."""
+
+from eventstore.aggregates.aggregate import Aggregate, applies
+from eventstore.aggregates.decider import Decider
+from eventstore.aggregates.repository import DeciderRepository, Repository
+from eventstore.aggregates.repository_async import AsyncDeciderRepository, AsyncRepository
+
+__all__ = [
+    "Aggregate",
+    "AsyncDeciderRepository",
+    "AsyncRepository",
+    "Decider",
+    "DeciderRepository",
+    "Repository",
+    "applies",
+]

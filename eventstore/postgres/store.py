@@ -1,0 +1,429 @@
+# Generated from store_async.py by tools/async_to_sync.py: do not edit.
+# Change the async source and run `make generate`.
+# ruff: noqa: SIM117, UP028
+"""The Postgres event store: appends and reads in its own transactions or the caller's.
+
+`store_async.py` is the source and `store.py` its generated sync twin (see
+`tools/async_to_sync.py`). All decisions live in the pure modules (`eventstore._append`,
+`eventstore._rows`); this shell only moves bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, NamedTuple, Self, TypeVar
+from uuid import UUID
+
+import psycopg
+import psycopg_pool
+import tenacity
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
+
+from eventstore import _append, _rows
+from eventstore._acompat import Lock
+from eventstore._append import AppendPlan
+from eventstore.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    DuplicateEventIdError,
+    TransactionConflictError,
+)
+from eventstore.events import Event, EventMetadata, RawRecordedEvent, RecordedEvent
+from eventstore.postgres import sql as _sql
+from eventstore.postgres.connections import (
+    SyncConnectionLike,
+    libpq_url,
+    unwrap_connection,
+)
+from eventstore.postgres.errors import translated_errors
+from eventstore.postgres.schema import DEFAULT_SCHEMA
+from eventstore.registry import EventRegistry
+from eventstore.settings import database_url_from_env
+from eventstore.store import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    ExpectedVersion,
+    Snapshot,
+    StreamInfo,
+)
+
+__all__ = ["PostgresEventStore"]
+
+T = TypeVar("T")
+
+
+class PostgresEventStore:
+    """Appends and reads events in Postgres, in its own transactions or the caller's.
+
+    Every method that touches the database takes an optional ``conn``: a psycopg
+    connection, a SQLAlchemy connection or a session. With one, the statements run inside
+    the caller's transaction, which the caller commits or rolls back. Without one, the store
+    takes a connection from its pool; a single append is then one statement in autocommit
+    mode, which is one atomic round trip.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        registry: EventRegistry,
+        schema: str = DEFAULT_SCHEMA,
+        pool: psycopg_pool.ConnectionPool[Any] | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        page_size: int = 1000,
+        reconnect_attempts: int = 4,
+    ) -> None:
+        if page_size < 1:
+            raise ConfigurationError("page_size must be >= 1")
+        if pool is None:
+            url = url or database_url_from_env()
+            if url is None:
+                raise ConfigurationError(
+                    "no database configured: pass a URL or set EVENTSTORE_DATABASE_URL"
+                )
+            url = libpq_url(url)
+        self._url = url
+        self._registry = registry
+        self._statements = _sql.render(_append.validate_schema(schema))
+        self._pool = pool
+        self._owns_pool = pool is None
+        self._pool_sizes = (min_size, max_size)
+        self._connect_timeout = connect_timeout
+        self._page_size = page_size
+        self._reconnect_attempts = max(1, reconnect_attempts)
+        self._lock = Lock()
+
+    @property
+    def registry(self) -> EventRegistry:
+        """Returns the registry that encodes and decodes this store's events."""
+        return self._registry
+
+    def open(self) -> None:
+        """Opens the connection pool, waiting for a first connection; idempotent."""
+        self._ensure_pool()
+
+    def close(self) -> None:
+        """Closes the connection pool if the store created it."""
+        if self._pool is not None and self._owns_pool:
+            pool, self._pool = self._pool, None
+            pool.close()
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _ensure_pool(self) -> psycopg_pool.ConnectionPool[Any]:
+        if self._pool is not None:
+            return self._pool
+        with self._lock:
+            if self._pool is None:
+                self._pool = self._open_pool()
+        return self._pool
+
+    def _open_pool(self) -> psycopg_pool.ConnectionPool[Any]:
+        min_size, max_size = self._pool_sizes
+        if self._url is None:
+            raise ConfigurationError("this store was given a pool, which has been closed")
+        pool = psycopg_pool.ConnectionPool(
+            self._url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            timeout=self._connect_timeout,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, math.ceil(self._connect_timeout)),
+            },
+        )
+        try:
+            with translated_errors():
+                pool.open(wait=True, timeout=self._connect_timeout)
+        except BaseException:
+            pool.close()
+            raise
+        return pool
+
+    def _on_own_connection(self, operation: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Runs an idempotent operation on a pooled connection, retrying on connection loss.
+
+        After a Postgres restart every idle pooled connection is dead; checking the pool
+        between attempts discards them instead of failing once per stale connection.
+        """
+        pool = self._ensure_pool()
+        try:  # the common case, without building a retry loop
+            return self._attempt(pool, operation)
+        except (DatabaseUnavailableError, TransactionConflictError):
+            # A conflict can only come from a server whose default isolation is above
+            # read committed; the operation is a single idempotent statement, so retry.
+            if self._reconnect_attempts == 1:
+                raise
+        for attempt in tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(
+                (DatabaseUnavailableError, TransactionConflictError)
+            ),
+            stop=tenacity.stop_after_attempt(self._reconnect_attempts - 1),
+            wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
+            reraise=True,
+        ):
+            with attempt:
+                return self._attempt(pool, operation)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _attempt(
+        self,
+        pool: psycopg_pool.ConnectionPool[Any],
+        operation: Callable[[psycopg.Connection[Any]], T],
+    ) -> T:
+        try:
+            with translated_errors():
+                with pool.connection() as own:
+                    return operation(own)
+        except DatabaseUnavailableError:
+            pool.check()
+            raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """Yields a pooled connection inside a transaction that commits on success.
+
+        Pass it as ``conn`` to append to several streams atomically.
+        """
+        pool = self._ensure_pool()
+        with translated_errors():
+            with pool.connection() as own, own.transaction():
+                yield own
+
+    def _fetch(
+        self,
+        conn: psycopg.Connection[Any],
+        query: bytes,
+        params: Mapping[str, Any],
+        rows: bool = True,
+    ) -> list[tuple[Any, ...]]:
+        with translated_errors(params.get("stream_id")):
+            # The caller's connection may have another row factory (dict_row, ...).
+            with conn.cursor(row_factory=tuple_row) as cur:
+                cur.execute(query, params)
+                return cur.fetchall() if rows else []
+
+    def _query(
+        self,
+        conn: SyncConnectionLike | None,
+        query: bytes,
+        params: Mapping[str, Any],
+        *,
+        rows: bool = True,
+    ) -> list[tuple[Any, ...]]:
+        if conn is not None:
+            return self._fetch(unwrap_connection(conn), query, params, rows)
+        return self._on_own_connection(lambda c: self._fetch(c, query, params, rows))
+
+    def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event] | Event,
+        *,
+        expected_version: ExpectedVersion = ANY,
+        metadata: EventMetadata | Mapping[str, Any] | None = None,
+        event_ids: Sequence[UUID] | None = None,
+        conn: SyncConnectionLike | None = None,
+    ) -> AppendResult:
+        """Appends events to a stream if it is at ``expected_version``.
+
+        Raises `WrongExpectedVersionError` on a conflict. Appending the same event ids at
+        the same place again returns the original result (``repeated=True``).
+        """
+        plan = _append.plan_append(
+            self._registry, stream_id, events, expected_version, metadata, event_ids
+        )
+        if conn is not None:
+            return self._append_on(unwrap_connection(conn), plan, own=False)
+        # Retrying on our own connection is safe even when a lost reply hides a commit: the
+        # retry carries the same event ids, so it returns the original result.
+        return self._on_own_connection(lambda c: self._append_on(c, plan, own=True))
+
+    def _append_on(
+        self, conn: psycopg.Connection[Any], plan: AppendPlan, *, own: bool
+    ) -> AppendResult:
+        try:
+            rows = self._fetch(conn, self._append_statement(plan), plan.params())
+        except DuplicateEventIdError as exc:
+            # The ids are stored already: by a concurrent retry that won the race, or
+            # elsewhere. In a caller's transaction the transaction is aborted, so the
+            # caller must retry it. On our own connection nothing of ours was written:
+            # look at what is stored to return the original result or raise.
+            idle = conn.info.transaction_status == TransactionStatus.IDLE
+            if not own and not idle:
+                raise DuplicateEventIdError(plan.stream_id, list(plan.event_ids)) from exc
+            if not idle:  # our own connection from a pool not in autocommit
+                conn.rollback()
+            rows = []
+        if rows:
+            return _append.result_from_rows(plan, rows)
+        return self._resolve_refused(conn, plan)
+
+    def _append_statement(self, plan: AppendPlan) -> bytes:
+        s = self._statements
+        if plan.expected is ANY:
+            return s.append_any
+        if plan.expected is NO_STREAM:
+            return s.append_no_stream
+        if plan.expected is STREAM_EXISTS:
+            return s.append_stream_exists
+        return s.append_exact
+
+    def _resolve_refused(self, conn: psycopg.Connection[Any], plan: AppendPlan) -> AppendResult:
+        params = {"stream_id": plan.stream_id, "event_ids": list(plan.event_ids)}
+        rows = self._fetch(conn, self._statements.refused_append, params)
+        actual = next((row[2] for row in rows if row[0] is None), None)
+        found = [row for row in rows if row[0] is not None]
+        repeat = _append.resolve_refused_append(plan, actual, found)
+        # The ids are all there, in order: it is a repeat only if that transaction wrote
+        # nothing else right before or after them in this stream (a retry of part of an
+        # append, or of several appends at once, is not the same append).
+        neighbours = {
+            "stream_id": plan.stream_id,
+            "before": repeat.first_version - 1,
+            "after": repeat.last_version + 1,
+            "xid": repeat.transaction_id,
+        }
+        if self._fetch(conn, self._statements.append_neighbours, neighbours):
+            raise DuplicateEventIdError(plan.stream_id, list(plan.event_ids))
+        return repeat
+
+    def stream_info(self, stream_id: str, *, conn: SyncConnectionLike | None = None) -> StreamInfo:
+        """Returns whether a stream exists and its current version."""
+        stream_id = _append.validate_stream_id(stream_id)
+        rows = self._query(conn, self._statements.stream_version, {"stream_id": stream_id})
+        if not rows:
+            return StreamInfo(stream_id, exists=False, version=0)
+        return StreamInfo(stream_id, exists=True, version=rows[0][0])
+
+    def save_snapshot(self, snapshot: Snapshot, *, conn: SyncConnectionLike | None = None) -> None:
+        """Stores a snapshot unless a newer one for the stream is already stored."""
+        self._query(conn, self._statements.save_snapshot, snapshot.params(), rows=False)
+
+    def load_snapshot(
+        self, stream_id: str, *, conn: SyncConnectionLike | None = None
+    ) -> Snapshot | None:
+        """Returns the stream's latest snapshot, or None."""
+        params = {"stream_id": _append.validate_stream_id(stream_id)}
+        rows = self._query(conn, self._statements.load_snapshot, params)
+        return Snapshot(*rows[0]) if rows else None
+
+    def delete_snapshot(self, stream_id: str, *, conn: SyncConnectionLike | None = None) -> None:
+        """Removes the stream's snapshot; loading then replays the whole stream."""
+        params = {"stream_id": _append.validate_stream_id(stream_id)}
+        self._query(conn, self._statements.delete_snapshot, params, rows=False)
+
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        direction: str = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: SyncConnectionLike | None = None,
+    ) -> Iterator[RecordedEvent[Event]]:
+        """Yields a stream's events as typed, current-version events, page by page.
+
+        Memory stays constant however long the stream is. ``from_version`` is inclusive;
+        backward reads start at the end unless it is given. Arguments are checked at the
+        call, rows are fetched as the iteration goes.
+        """
+        rows = self._read_rows(_ReadBounds.check(stream_id, direction, from_version, limit), conn)
+        return self._decoded(rows)
+
+    def _decoded(self, rows: Iterator[tuple[Any, ...]]) -> Iterator[RecordedEvent[Event]]:
+        for row in rows:
+            yield _rows.decode_row(self._registry, row)
+
+    def read_stream_raw(
+        self,
+        stream_id: str,
+        *,
+        direction: str = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: SyncConnectionLike | None = None,
+    ) -> Iterator[RawRecordedEvent]:
+        """Yields a stream's events as stored, payloads as dicts, without the registry."""
+        rows = self._read_rows(_ReadBounds.check(stream_id, direction, from_version, limit), conn)
+        return self._raw(rows)
+
+    def read_stream_data(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        conn: SyncConnectionLike | None = None,
+    ) -> Iterator[tuple[int, Event]]:
+        """Yields ``(version, typed event)`` pairs: the lean read that rebuilds aggregates.
+
+        It fetches only the columns state needs (no ids, times or metadata).
+        """
+        bounds = _ReadBounds.check(stream_id, "forward", from_version, None)
+        return self._data(self._read_rows(bounds, conn, lean=True))
+
+    def _data(self, rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[int, Event]]:
+        decode = self._registry.decode
+        for version, event_type, schema_version, data in rows:
+            yield version, decode(event_type, schema_version, data)
+
+    def _raw(self, rows: Iterator[tuple[Any, ...]]) -> Iterator[RawRecordedEvent]:
+        for row in rows:
+            yield _rows.decode_raw_row(row)
+
+    def _read_rows(
+        self, bounds: _ReadBounds, conn: SyncConnectionLike | None, *, lean: bool = False
+    ) -> Iterator[tuple[Any, ...]]:
+        stream_id, forward, version, remaining = bounds
+        query = self._statements.read_forward if forward else self._statements.read_backward
+        if lean:
+            query = self._statements.read_data_forward
+        at = 0 if lean else 2  # where the version column is
+        while remaining is None or remaining > 0:
+            page = self._page_size if remaining is None else min(remaining, self._page_size)
+            # One row more than the page tells whether another page follows, so a stream
+            # that ends exactly at a page boundary costs no empty extra query.
+            params = {"stream_id": stream_id, "version": version, "limit": page + 1}
+            # A connection per page: a slow consumer never holds a pooled connection.
+            rows = self._query(conn, query, params)
+            for row in rows[:page]:
+                yield row
+            if len(rows) <= page:
+                return
+            version = rows[page][at]
+            if remaining is not None:
+                remaining -= page
+
+
+class _ReadBounds(NamedTuple):
+    stream_id: str
+    forward: bool
+    version: int
+    remaining: int | None
+
+    @classmethod
+    def check(
+        cls, stream_id: str, direction: str, from_version: int | None, limit: int | None
+    ) -> _ReadBounds:
+        """Validates read arguments before any I/O."""
+        forward, version, remaining = _rows.read_bounds(direction, from_version, limit)
+        return cls(_append.validate_stream_id(stream_id), forward, version, remaining)

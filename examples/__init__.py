@@ -1,1 +1,0 @@
-"""Example domains used by the docs, the demo and the tests."""
