@@ -24,7 +24,6 @@ import subprocess
 import sys
 import types
 import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -356,21 +355,6 @@ def test_new_app_revisions_name_their_head(
     assert script.down_revision == APP_HEAD
     source = Path(script.path).read_text(encoding="utf-8")
     assert "op." not in source  # nothing to do: the event store's tables are left alone
-
-
-@pytest.fixture(scope="module")
-def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Returns a directory holding the unpacked wheel, as a regular install would have it."""
-    build = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(build), str(ROOT)],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = build.glob("eventkeeper-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(build / "site")
-    return build / "site"
 
 
 @pytest.mark.slow

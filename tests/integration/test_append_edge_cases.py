@@ -1,4 +1,4 @@
-"""Regressions found in review: each test failed before its fix."""
+"""Append edge cases: odd caller connections, lossy payloads, partial retries, schema names."""
 
 from __future__ import annotations
 
@@ -161,12 +161,3 @@ def test_in_memory_reads_see_the_stream_when_iteration_starts(
     events = in_memory_event_store.read_stream("s")
     in_memory_event_store.append("s", DEP)
     assert [e.version for e in events] == [1, 2]
-
-
-def test_plugin_ignores_a_database_url_that_is_not_postgres() -> None:
-    from eventstore.settings import Settings
-
-    assert Settings.from_env({"DATABASE_URL": "postgresql+psycopg://x/y"}).test_database_url
-    assert Settings.from_env({"DATABASE_URL": "postgres://x/y"}).test_database_url
-    assert Settings.from_env({"DATABASE_URL": "sqlite:///app.db"}).test_database_url is None
-    assert Settings.from_env({"DATABASE_URL": "sqlite:///app.db"}).database_url

@@ -134,21 +134,16 @@ def test_include_object_keeps_app_autogenerate_away(empty_database: str) -> None
 
 
 @pytest.mark.slow
-def test_migrate_works_from_the_built_wheel(tmp_path: Path, empty_database: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("eventkeeper-*.whl")
-    with zipfile.ZipFile(wheel) as zf:
+def test_migrate_works_from_the_built_wheel(
+    tmp_path: Path, empty_database: str, built_wheel: Path, installed_wheel: Path
+) -> None:
+    with zipfile.ZipFile(built_wheel) as zf:
         names = set(zf.namelist())
-        zf.extractall(tmp_path / "site")
     assert "eventstore/_migrations/env.py" in names
     assert "eventstore/_migrations/versions/0001_event_log.py" in names
     assert "eventstore/py.typed" in names
     assert "eventstore/demo/bank.py" in names
-    site = tmp_path / "site"
+    site = installed_wheel
     # The unpacked wheel goes first on sys.path, ahead of this checkout's editable install.
     script = textwrap.dedent(
         f"""
