@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-unit lint bench bench-aggregates generate clean
+.PHONY: demo test test-unit lint bench bench-aggregates bench-subscriptions generate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -44,6 +44,13 @@ bench-aggregates:
 	$(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/python -m pip install -q -e . -r benchmarks/requirements-aggregates.txt
 	.venv-bench/bin/python benchmarks/aggregates.py
+
+# The subscription engine against raw psycopg and `eventsourcing`'s projection runner, in
+# the same environment (a full run takes a while: see benchmarks/README.md).
+bench-subscriptions:
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install -q -e . -r benchmarks/requirements-aggregates.txt
+	.venv-bench/bin/python benchmarks/subscriptions.py
 
 generate: $(STAMP)
 	$(BIN)/python tools/async_to_sync.py

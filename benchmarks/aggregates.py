@@ -50,6 +50,7 @@ from _common import (
 from psycopg.conninfo import conninfo_to_dict
 
 from eventstore import Event, PostgresEventStore, Repository, WrongExpectedVersionError
+from eventstore.aggregates.aggregate import stream_id_for, to_snapshot
 from eventstore.demo.bank import Account, AccountOpened, MoneyDeposited, registry
 from eventstore.migrate import upgrade
 
@@ -256,7 +257,7 @@ def account_events(first_version: int, count: int) -> list[Event]:
 
 def build_account(store: PostgresEventStore, account_id: str, events: int) -> None:
     """Appends an opening and ``events - 1`` deposits to a new account in big batches."""
-    stream_id = Account.stream_id_for(account_id)
+    stream_id = stream_id_for(Account, account_id)
     version = 0
     while version < events:
         batch = account_events(version + 1, min(BUILD_BATCH, events - version))
@@ -371,7 +372,7 @@ def prepare_big_account(store: PostgresEventStore, account_id: str) -> None:
     """
     build_account(store, account_id, BIG_EVENTS)
     account = Repository(store, Account).get(account_id)
-    store.save_snapshot(account.to_snapshot())
+    store.save_snapshot(to_snapshot(account))
     for _ in range(BIG_TAIL):
         account.deposit(DEPOSIT)
     Repository(store, Account, snapshot_every=SNAPSHOT_EVERY).save(account)

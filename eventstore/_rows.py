@@ -5,21 +5,27 @@ from __future__ import annotations
 import json
 from typing import Any, TypeAlias
 
-from eventstore.errors import InvalidArgumentError, UnknownEventTypeError
+from eventstore.errors import InvalidArgumentError, InvalidEventError, UnknownEventTypeError
 from eventstore.events import EMPTY_METADATA, Event, EventMetadata, RawRecordedEvent, RecordedEvent
 from eventstore.registry import EventRegistry
 
 RawRow: TypeAlias = tuple[Any, ...]
 
 
-def decode_row(registry: EventRegistry, row: RawRow) -> RecordedEvent[Event]:
-    """Decodes a stored row into a typed event; raises with the raw record when unknown."""
+def decode_row(
+    registry: EventRegistry, row: RawRow, of_type: type[Event] | None = None
+) -> RecordedEvent[Event]:
+    """Decodes a stored row into a typed event; raises with the raw record when unknown.
+
+    With ``of_type``, an event that is not an instance of it raises `InvalidEventError`
+    (``event`` holds the decoded `RecordedEvent`).
+    """
     position, stream_id, version, event_id, event_type, schema_version, data, meta, at, xid = row
     try:
         payload = registry.decode(event_type, schema_version, data)
     except UnknownEventTypeError as exc:
         raise UnknownEventTypeError(event_type, record=decode_raw_row(row)) from exc
-    return RecordedEvent(
+    recorded = RecordedEvent(
         global_position=position,
         stream_id=stream_id,
         version=version,
@@ -31,6 +37,20 @@ def decode_row(registry: EventRegistry, row: RawRow) -> RecordedEvent[Event]:
         recorded_at=at,
         transaction_id=xid,
     )
+    if of_type is not None and not isinstance(payload, of_type):
+        raise InvalidEventError(
+            f"stream {stream_id!r} holds {event_type!r} ({type(payload).__qualname__}) at "
+            f"version {version}, which is not a {of_type.__qualname__} (read with of_type=)",
+            event=recorded,
+        )
+    return recorded
+
+
+def check_event_class(of_type: object) -> type[Event] | None:
+    """Validates a read's ``of_type``: None or an `Event` subclass."""
+    if of_type is None or (isinstance(of_type, type) and issubclass(of_type, Event)):
+        return of_type
+    raise InvalidArgumentError(f"of_type must be an Event subclass or None, not {of_type!r}")
 
 
 def decode_raw_row(row: RawRow) -> RawRecordedEvent:

@@ -9,8 +9,9 @@
     ├── SchemaNotMigratedError        the tables are missing
     ├── InvalidArgumentError          a bad argument (read bounds, expected version); a ValueError
     │   ├── InvalidStreamIdError      empty, too long or containing NUL
-    │   └── InvalidEventError         a payload that would not read back as written, or stored
-    │                                 data that no longer validates against its class
+    │   └── InvalidEventError         a payload that would not read back as written, stored
+    │                                 data that no longer validates against its class, or
+    │                                 a read's event not of the class given as of_type
     ├── UnknownEventTypeError         a type name with no registered class; a LookupError
     ├── UpcastError                   an upcaster chain is broken, or an upcaster raised
     ├── DuplicateEventIdError         event ids already stored, not as this same append
@@ -18,7 +19,13 @@
     │   ├── WrongExpectedVersionError the stream is not at the expected version
     │   └── TransactionConflictError  Postgres aborted the transaction: retry all of it
     ├── AggregateError                an aggregate cannot apply an event, or has no category
-    └── AggregateNotFoundError        no stream for the aggregate id; a LookupError
+    ├── AggregateNotFoundError        no stream for the aggregate id; a LookupError
+    └── SubscriptionError
+        ├── ShardCountChangedError    a subscription's shard count differs from its
+        │                             checkpoints'; also a ConfigurationError
+        ├── SubscriptionNotFoundError no checkpoints under that name; a LookupError
+        └── WaitTimeoutError          wait_for gave up before the subscription caught up;
+                                      a TimeoutError
 
 Every error is raised before anything is written, or after the write was rolled back;
 none leaves a partial append behind.
@@ -40,9 +47,13 @@ __all__ = [
     "InvalidEventError",
     "InvalidStreamIdError",
     "SchemaNotMigratedError",
+    "ShardCountChangedError",
+    "SubscriptionError",
+    "SubscriptionNotFoundError",
     "TransactionConflictError",
     "UnknownEventTypeError",
     "UpcastError",
+    "WaitTimeoutError",
     "WrongExpectedVersionError",
 ]
 
@@ -154,3 +165,43 @@ class AggregateNotFoundError(EventStoreError, LookupError):
         super().__init__(f"{aggregate} {aggregate_id!r} not found")
         self.aggregate = aggregate
         self.aggregate_id = aggregate_id
+
+
+class SubscriptionError(EventStoreError):
+    """Roots errors of the subscription engine."""
+
+
+class ShardCountChangedError(SubscriptionError, ConfigurationError):
+    """Reports a subscription configured with another shard count than it ran with.
+
+    Events are assigned to shards by ``shard_key % shards``: with another count, a stream's
+    events would move to another shard mid-stream, with another checkpoint, and be skipped
+    or handled twice. Keep the count, reset the subscription (``eventstore subscriptions
+    reset``), or start a new subscription name.
+    """
+
+    def __init__(self, name: str, stored: int, configured: int) -> None:
+        super().__init__(
+            f"subscription {name!r} runs with {stored} shard(s), configured with {configured}: "
+            "keep the count, reset the subscription, or use a new name"
+        )
+        self.name = name
+        self.stored = stored
+        self.configured = configured
+
+
+class SubscriptionNotFoundError(SubscriptionError, LookupError):
+    """Reports that no subscription of that name has checkpoints in the database."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no subscription named {name!r} has run against this database")
+        self.name = name
+
+
+class WaitTimeoutError(SubscriptionError, TimeoutError):
+    """Reports that a subscription did not reach what `wait_for` waited for in time."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(f"subscription {name!r} did not catch up within {timeout:g} s")
+        self.name = name
+        self.timeout = timeout

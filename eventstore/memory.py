@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import dataclasses
 import datetime as dt
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from contextlib import asynccontextmanager, contextmanager
+from types import TracebackType
+from typing import Any, Self, TypeVar, overload
 from uuid import UUID
 
 from eventstore import _append, _rows
@@ -15,16 +20,43 @@ from eventstore._rows import RawRow
 from eventstore.errors import ConfigurationError, DuplicateEventIdError, InvalidArgumentError
 from eventstore.events import Event, EventMetadata, RawRecordedEvent, RecordedEvent
 from eventstore.registry import EventRegistry
-from eventstore.store import ANY, AppendResult, ExpectedVersion, Snapshot, StreamInfo
+from eventstore.store import (
+    ANY,
+    AppendResult,
+    AsyncConnectionLike,
+    ConnectionLike,
+    Direction,
+    ExpectedVersion,
+    Snapshot,
+    StreamInfo,
+)
 
 __all__ = ["AsyncInMemoryEventStore", "InMemoryEventStore"]
+
+E = TypeVar("E", bound=Event)
+T = TypeVar("T")
+
+# The async stores whose transaction the current task (or a task it started) is inside.
+_inside: contextvars.ContextVar[frozenset[object]] = contextvars.ContextVar(
+    "eventstore_memory_transactions", default=frozenset()
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Checkpoint:
+    """Holds what a transaction restores when its block raises."""
+
+    streams: dict[str, list[RawRow]]
+    by_id: dict[UUID, RawRow]
+    snapshots: dict[str, Snapshot]
 
 
 class InMemoryEventStore:
     """Keeps streams in a dict; validation, versions and idempotency follow the real store.
 
     Payloads are stored encoded, exactly as Postgres would hold them, so reads go through
-    the same decoding and upcasting as the Postgres store. Thread-safe.
+    the same decoding and upcasting as the Postgres store. Thread-safe. It takes no
+    connection: ``conn`` must be None, which is what `transaction()` yields.
     """
 
     def __init__(self, registry: EventRegistry) -> None:
@@ -33,13 +65,54 @@ class InMemoryEventStore:
         self._by_id: dict[UUID, RawRow] = {}
         self._position = 0
         self._transaction = 0
+        self._open_transaction: int | None = None
         self._snapshots: dict[str, Snapshot] = {}
-        self._lock = threading.Lock()
+        # Reentrant: a transaction holds it while the appends inside take it again.
+        self._lock = threading.RLock()
 
     @property
     def registry(self) -> EventRegistry:
         """Returns the registry that encodes and decodes this store's events."""
         return self._registry
+
+    def close(self) -> None:
+        """Does nothing: there is nothing to release (the events stay)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Yields None, to pass as ``conn``: the block's writes commit together, or not at all.
+
+        When the block raises, its appends and snapshots are undone (the positions they took
+        stay unused, as in Postgres). The appends inside share one ``transaction_id``. Other
+        threads wait until the block ends: transactions here run one at a time.
+        """
+        with self._lock:
+            checkpoint = _Checkpoint(
+                {k: list(v) for k, v in self._streams.items()},
+                dict(self._by_id),
+                dict(self._snapshots),
+            )
+            self._transaction += 1
+            outer, self._open_transaction = self._open_transaction, self._transaction
+            try:
+                yield None
+            except BaseException:
+                self._streams, self._by_id = checkpoint.streams, checkpoint.by_id
+                self._snapshots = checkpoint.snapshots
+                raise
+            finally:
+                self._open_transaction = outer
 
     def append(
         self,
@@ -49,7 +122,7 @@ class InMemoryEventStore:
         expected_version: ExpectedVersion = ANY,
         metadata: EventMetadata | Mapping[str, Any] | None = None,
         event_ids: Sequence[UUID] | None = None,
-        conn: object = None,
+        conn: ConnectionLike | None = None,
     ) -> AppendResult:
         """Appends events if the stream is at ``expected_version``; see the Postgres store."""
         _refuse_connection(conn)
@@ -78,7 +151,10 @@ class InMemoryEventStore:
         return [(r[3], r[1], r[2], r[0], r[9]) for r in rows if r is not None]
 
     def _write(self, plan: AppendPlan, version: int) -> AppendResult:
-        self._transaction += 1
+        xid = self._open_transaction
+        if xid is None:
+            self._transaction += 1
+            xid = self._transaction
         now = dt.datetime.now(dt.UTC)
         stream = self._streams.setdefault(plan.stream_id, [])
         written = []
@@ -94,14 +170,14 @@ class InMemoryEventStore:
                 e.data,
                 e.metadata,
                 now,
-                self._transaction,
+                xid,
             )
             stream.append(row)
             self._by_id[e.event_id] = row
             written.append((row[0], row[2], row[9]))
         return _append.result_from_rows(plan, written)
 
-    def stream_info(self, stream_id: str, *, conn: object = None) -> StreamInfo:
+    def stream_info(self, stream_id: str, *, conn: ConnectionLike | None = None) -> StreamInfo:
         """Returns whether a stream exists and its current version."""
         _refuse_connection(conn)
         stream_id = _append.validate_stream_id(stream_id)
@@ -109,7 +185,7 @@ class InMemoryEventStore:
             version = len(self._streams.get(stream_id, ()))
         return StreamInfo(stream_id, exists=version > 0, version=version)
 
-    def save_snapshot(self, snapshot: Snapshot, *, conn: object = None) -> None:
+    def save_snapshot(self, snapshot: Snapshot, *, conn: ConnectionLike | None = None) -> None:
         """Stores a snapshot unless a newer one for the stream is already stored."""
         _refuse_connection(conn)
         try:  # Postgres stores it as jsonb: refuse what it would refuse
@@ -121,31 +197,68 @@ class InMemoryEventStore:
             if known is None or known.version < snapshot.version:
                 self._snapshots[snapshot.stream_id] = snapshot
 
-    def load_snapshot(self, stream_id: str, *, conn: object = None) -> Snapshot | None:
+    def load_snapshot(
+        self, stream_id: str, *, conn: ConnectionLike | None = None
+    ) -> Snapshot | None:
         """Returns the stream's latest snapshot, or None."""
         _refuse_connection(conn)
         return self._snapshots.get(_append.validate_stream_id(stream_id))
 
-    def delete_snapshot(self, stream_id: str, *, conn: object = None) -> None:
+    def delete_snapshot(self, stream_id: str, *, conn: ConnectionLike | None = None) -> None:
         """Removes the stream's snapshot."""
         _refuse_connection(conn)
         self._snapshots.pop(_append.validate_stream_id(stream_id), None)
+
+    @overload
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        direction: Direction = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: ConnectionLike | None = None,
+        of_type: None = None,
+    ) -> Iterator[RecordedEvent[Event]]: ...
+
+    @overload
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        direction: Direction = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: ConnectionLike | None = None,
+        of_type: type[E],
+    ) -> Iterator[RecordedEvent[E]]: ...
 
     def read_stream(
         self,
         stream_id: str,
         *,
-        direction: str = "forward",
+        direction: Direction = "forward",
         from_version: int | None = None,
         limit: int | None = None,
-        conn: object = None,
-    ) -> Iterator[RecordedEvent[Event]]:
-        """Yields a stream's events as typed, current-version events."""
+        conn: ConnectionLike | None = None,
+        of_type: type[Event] | None = None,
+    ) -> Iterator[RecordedEvent[Any]]:
+        """Yields a stream's events as typed, current-version events.
+
+        With ``of_type``, every event must be an instance of that class: another raises
+        `InvalidEventError` when the iteration reaches it; see the Postgres store.
+        """
+        of_type = _rows.check_event_class(of_type)
         rows = self._rows(stream_id, direction, from_version, limit, conn)
-        return (_rows.decode_row(self._registry, row) for row in rows)  # lazy, as Postgres
+        registry = self._registry
+        return (_rows.decode_row(registry, row, of_type) for row in rows)  # lazy, as Postgres
 
     def read_stream_data(
-        self, stream_id: str, *, from_version: int | None = None, conn: object = None
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        conn: ConnectionLike | None = None,
     ) -> Iterator[tuple[int, Event]]:
         """Yields ``(version, typed event)`` pairs: the lean read that rebuilds aggregates."""
         rows = self._rows(stream_id, "forward", from_version, None, conn)
@@ -156,10 +269,10 @@ class InMemoryEventStore:
         self,
         stream_id: str,
         *,
-        direction: str = "forward",
+        direction: Direction = "forward",
         from_version: int | None = None,
         limit: int | None = None,
-        conn: object = None,
+        conn: ConnectionLike | None = None,
     ) -> Iterator[RawRecordedEvent]:
         """Yields a stream's events as stored, payloads as dicts."""
         rows = self._rows(stream_id, direction, from_version, limit, conn)
@@ -171,7 +284,7 @@ class InMemoryEventStore:
         direction: str,
         from_version: int | None,
         limit: int | None,
-        conn: object,
+        conn: ConnectionLike | None,
     ) -> Iterator[RawRow]:
         """Checks the arguments now; reads the stream when iteration starts, like Postgres."""
         _refuse_connection(conn)
@@ -196,11 +309,47 @@ class AsyncInMemoryEventStore:
 
     def __init__(self, registry: EventRegistry) -> None:
         self.sync = InMemoryEventStore(registry)
+        self._transaction_lock = asyncio.Lock()
 
     @property
     def registry(self) -> EventRegistry:
         """Returns the registry that encodes and decodes this store's events."""
         return self.sync.registry
+
+    async def close(self) -> None:
+        """Does nothing: there is nothing to release (the events stay)."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """Yields None, to pass as ``conn``: the block's writes commit together, or not at all.
+
+        Other tasks wait, at their next call on this store, until the block ends; the tasks
+        the block itself starts do not.
+        """
+        async with self._transaction_lock:
+            token = _inside.set(_inside.get() | {self})
+            try:
+                with self.sync.transaction():
+                    yield None
+            finally:
+                _inside.reset(token)
+
+    async def _turn(self) -> None:
+        """Waits while another task's transaction is open, so it never sees half of one."""
+        if self._transaction_lock.locked() and self not in _inside.get():
+            async with self._transaction_lock:
+                pass
 
     async def append(
         self,
@@ -210,79 +359,131 @@ class AsyncInMemoryEventStore:
         expected_version: ExpectedVersion = ANY,
         metadata: EventMetadata | Mapping[str, Any] | None = None,
         event_ids: Sequence[UUID] | None = None,
-        conn: object = None,
+        conn: AsyncConnectionLike | None = None,
     ) -> AppendResult:
         """Appends events if the stream is at ``expected_version``."""
+        _refuse_connection(conn)
+        await self._turn()
         return self.sync.append(
             stream_id,
             events,
             expected_version=expected_version,
             metadata=metadata,
             event_ids=event_ids,
-            conn=conn,
         )
 
-    async def stream_info(self, stream_id: str, *, conn: object = None) -> StreamInfo:
+    async def stream_info(
+        self, stream_id: str, *, conn: AsyncConnectionLike | None = None
+    ) -> StreamInfo:
         """Returns whether a stream exists and its current version."""
-        return self.sync.stream_info(stream_id, conn=conn)
+        _refuse_connection(conn)
+        await self._turn()
+        return self.sync.stream_info(stream_id)
 
-    async def save_snapshot(self, snapshot: Snapshot, *, conn: object = None) -> None:
+    async def save_snapshot(
+        self, snapshot: Snapshot, *, conn: AsyncConnectionLike | None = None
+    ) -> None:
         """Stores a snapshot unless a newer one for the stream is already stored."""
-        self.sync.save_snapshot(snapshot, conn=conn)
+        _refuse_connection(conn)
+        await self._turn()
+        self.sync.save_snapshot(snapshot)
 
-    async def load_snapshot(self, stream_id: str, *, conn: object = None) -> Snapshot | None:
+    async def load_snapshot(
+        self, stream_id: str, *, conn: AsyncConnectionLike | None = None
+    ) -> Snapshot | None:
         """Returns the stream's latest snapshot, or None."""
-        return self.sync.load_snapshot(stream_id, conn=conn)
+        _refuse_connection(conn)
+        await self._turn()
+        return self.sync.load_snapshot(stream_id)
 
-    async def delete_snapshot(self, stream_id: str, *, conn: object = None) -> None:
+    async def delete_snapshot(
+        self, stream_id: str, *, conn: AsyncConnectionLike | None = None
+    ) -> None:
         """Removes the stream's snapshot."""
-        self.sync.delete_snapshot(stream_id, conn=conn)
+        _refuse_connection(conn)
+        await self._turn()
+        self.sync.delete_snapshot(stream_id)
+
+    @overload
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        direction: Direction = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: AsyncConnectionLike | None = None,
+        of_type: None = None,
+    ) -> AsyncIterator[RecordedEvent[Event]]: ...
+
+    @overload
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        direction: Direction = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: AsyncConnectionLike | None = None,
+        of_type: type[E],
+    ) -> AsyncIterator[RecordedEvent[E]]: ...
 
     def read_stream(
         self,
         stream_id: str,
         *,
-        direction: str = "forward",
+        direction: Direction = "forward",
         from_version: int | None = None,
         limit: int | None = None,
-        conn: object = None,
-    ) -> AsyncIterator[RecordedEvent[Event]]:
-        """Yields a stream's events as typed, current-version events."""
-        return _aiter(
-            self.sync.read_stream(
-                stream_id, direction=direction, from_version=from_version, limit=limit, conn=conn
-            )
+        conn: AsyncConnectionLike | None = None,
+        of_type: type[Event] | None = None,
+    ) -> AsyncIterator[RecordedEvent[Any]]:
+        """Yields a stream's events as typed, current-version events.
+
+        With ``of_type``, every event must be an instance of that class: another raises
+        `InvalidEventError` when the iteration reaches it.
+        """
+        _refuse_connection(conn)
+        events = self.sync.read_stream(
+            stream_id,
+            direction=direction,
+            from_version=from_version,
+            limit=limit,
+            of_type=of_type,
         )
+        return self._aiter(events)
 
     def read_stream_data(
-        self, stream_id: str, *, from_version: int | None = None, conn: object = None
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        conn: AsyncConnectionLike | None = None,
     ) -> AsyncIterator[tuple[int, Event]]:
         """Yields ``(version, typed event)`` pairs: the lean read that rebuilds aggregates."""
-        return _aiter(self.sync.read_stream_data(stream_id, from_version=from_version, conn=conn))
+        _refuse_connection(conn)
+        return self._aiter(self.sync.read_stream_data(stream_id, from_version=from_version))
 
     def read_stream_raw(
         self,
         stream_id: str,
         *,
-        direction: str = "forward",
+        direction: Direction = "forward",
         from_version: int | None = None,
         limit: int | None = None,
-        conn: object = None,
+        conn: AsyncConnectionLike | None = None,
     ) -> AsyncIterator[RawRecordedEvent]:
         """Yields a stream's events as stored, payloads as dicts."""
-        return _aiter(
-            self.sync.read_stream_raw(
-                stream_id, direction=direction, from_version=from_version, limit=limit, conn=conn
-            )
+        _refuse_connection(conn)
+        events = self.sync.read_stream_raw(
+            stream_id, direction=direction, from_version=from_version, limit=limit
         )
+        return self._aiter(events)
 
-
-T = TypeVar("T")
-
-
-async def _aiter(items: Iterator[T]) -> AsyncIterator[T]:
-    for item in items:
-        yield item
+    async def _aiter(self, items: Iterator[T]) -> AsyncIterator[T]:
+        await self._turn()
+        for item in items:
+            yield item
 
 
 def _refuse_connection(conn: object) -> None:

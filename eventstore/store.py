@@ -1,6 +1,8 @@
 """The event store's capabilities as protocols, and the values they take and return.
 
 Implemented in memory (`eventstore.memory`) and on Postgres (`eventstore.postgres.store`).
+This module imports no database driver: the connection types in `ConnectionLike` and
+`AsyncConnectionLike` are only named for the type checker.
 """
 
 from __future__ import annotations
@@ -9,18 +11,41 @@ import dataclasses
 import enum
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, Final, Protocol, TypeAlias
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from types import TracebackType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    Literal,
+    Protocol,
+    Self,
+    TypeAlias,
+    TypeVar,
+    Union,
+    overload,
+)
 from uuid import UUID
 
 from eventstore.events import Event, EventMetadata, RawRecordedEvent, RecordedEvent
 from eventstore.registry import EventRegistry
+
+if TYPE_CHECKING:  # only the Postgres modules import the drivers at run time
+    import psycopg
+    from sqlalchemy.engine import Connection as SAConnection
+    from sqlalchemy.ext.asyncio import AsyncConnection as SAAsyncConnection
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
 
 __all__ = [
     "ANY",
     "NO_STREAM",
     "STREAM_EXISTS",
     "AppendResult",
+    "AsyncConnectionLike",
     "AsyncEventStore",
+    "ConnectionLike",
+    "Direction",
     "EventStore",
     "ExpectedVersion",
     "Snapshot",
@@ -44,6 +69,19 @@ ANY: Final = StreamState.ANY
 NO_STREAM: Final = StreamState.NO_STREAM
 STREAM_EXISTS: Final = StreamState.STREAM_EXISTS
 ExpectedVersion: TypeAlias = int | StreamState
+
+# What `conn=` takes: the caller's connection, whose transaction the statements join.
+# Forward references, so that naming them imports no driver; a `Union` of them, so that
+# `ConnectionLike | None` also works in annotations evaluated at run time.
+ConnectionLike: TypeAlias = Union["psycopg.Connection[Any]", "SAConnection", "Session"]
+AsyncConnectionLike: TypeAlias = Union[
+    "psycopg.AsyncConnection[Any]", "SAAsyncConnection", "AsyncSession"
+]
+
+# The order a read goes in; any other string raises `InvalidArgumentError`.
+Direction: TypeAlias = Literal["forward", "backward"]
+
+E = TypeVar("E", bound=Event)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,10 +131,28 @@ class Snapshot:
 
 
 class EventStore(Protocol):
-    """Appends to and reads streams, synchronously."""
+    """Appends to and reads streams, synchronously.
+
+    Every method that touches the data takes ``conn``: a connection (or session) whose
+    transaction the statements join; `transaction()` opens one. The in-memory stores take
+    no connection, and their `transaction()` yields None, which every ``conn`` accepts.
+    """
 
     @property
     def registry(self) -> EventRegistry: ...
+
+    def transaction(self) -> AbstractContextManager[ConnectionLike | None]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
     def append(
         self,
@@ -106,45 +162,81 @@ class EventStore(Protocol):
         expected_version: ExpectedVersion = ...,
         metadata: EventMetadata | Mapping[str, Any] | None = None,
         event_ids: Sequence[UUID] | None = None,
-        conn: Any = None,
+        conn: ConnectionLike | None = None,
     ) -> AppendResult: ...
 
-    def stream_info(self, stream_id: str, *, conn: Any = None) -> StreamInfo: ...
+    def stream_info(self, stream_id: str, *, conn: ConnectionLike | None = None) -> StreamInfo: ...
 
-    def save_snapshot(self, snapshot: Snapshot, *, conn: Any = None) -> None: ...
+    def save_snapshot(self, snapshot: Snapshot, *, conn: ConnectionLike | None = None) -> None: ...
 
-    def load_snapshot(self, stream_id: str, *, conn: Any = None) -> Snapshot | None: ...
+    def load_snapshot(
+        self, stream_id: str, *, conn: ConnectionLike | None = None
+    ) -> Snapshot | None: ...
 
+    def delete_snapshot(self, stream_id: str, *, conn: ConnectionLike | None = None) -> None: ...
+
+    @overload
     def read_stream(
         self,
         stream_id: str,
         *,
-        direction: str = "forward",
+        direction: Direction = "forward",
         from_version: int | None = None,
         limit: int | None = None,
-        conn: Any = None,
+        conn: ConnectionLike | None = None,
+        of_type: None = None,
     ) -> Iterator[RecordedEvent[Event]]: ...
+
+    @overload
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        direction: Direction = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: ConnectionLike | None = None,
+        of_type: type[E],
+    ) -> Iterator[RecordedEvent[E]]: ...
 
     def read_stream_raw(
         self,
         stream_id: str,
         *,
-        direction: str = "forward",
+        direction: Direction = "forward",
         from_version: int | None = None,
         limit: int | None = None,
-        conn: Any = None,
+        conn: ConnectionLike | None = None,
     ) -> Iterator[RawRecordedEvent]: ...
 
     def read_stream_data(
-        self, stream_id: str, *, from_version: int | None = None, conn: Any = None
+        self, stream_id: str, *, from_version: int | None = None, conn: ConnectionLike | None = None
     ) -> Iterator[tuple[int, Event]]: ...
 
 
 class AsyncEventStore(Protocol):
-    """Appends to and reads streams, with asyncio."""
+    """Appends to and reads streams, with asyncio.
+
+    Every method that touches the data takes ``conn``: a connection (or session) whose
+    transaction the statements join; `transaction()` opens one. The in-memory stores take
+    no connection, and their `transaction()` yields None, which every ``conn`` accepts.
+    """
 
     @property
     def registry(self) -> EventRegistry: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[AsyncConnectionLike | None]: ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
     async def append(
         self,
@@ -154,35 +246,63 @@ class AsyncEventStore(Protocol):
         expected_version: ExpectedVersion = ...,
         metadata: EventMetadata | Mapping[str, Any] | None = None,
         event_ids: Sequence[UUID] | None = None,
-        conn: Any = None,
+        conn: AsyncConnectionLike | None = None,
     ) -> AppendResult: ...
 
-    async def stream_info(self, stream_id: str, *, conn: Any = None) -> StreamInfo: ...
+    async def stream_info(
+        self, stream_id: str, *, conn: AsyncConnectionLike | None = None
+    ) -> StreamInfo: ...
 
-    async def save_snapshot(self, snapshot: Snapshot, *, conn: Any = None) -> None: ...
+    async def save_snapshot(
+        self, snapshot: Snapshot, *, conn: AsyncConnectionLike | None = None
+    ) -> None: ...
 
-    async def load_snapshot(self, stream_id: str, *, conn: Any = None) -> Snapshot | None: ...
+    async def load_snapshot(
+        self, stream_id: str, *, conn: AsyncConnectionLike | None = None
+    ) -> Snapshot | None: ...
 
+    async def delete_snapshot(
+        self, stream_id: str, *, conn: AsyncConnectionLike | None = None
+    ) -> None: ...
+
+    @overload
     def read_stream(
         self,
         stream_id: str,
         *,
-        direction: str = "forward",
+        direction: Direction = "forward",
         from_version: int | None = None,
         limit: int | None = None,
-        conn: Any = None,
+        conn: AsyncConnectionLike | None = None,
+        of_type: None = None,
     ) -> AsyncIterator[RecordedEvent[Event]]: ...
+
+    @overload
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        direction: Direction = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: AsyncConnectionLike | None = None,
+        of_type: type[E],
+    ) -> AsyncIterator[RecordedEvent[E]]: ...
 
     def read_stream_raw(
         self,
         stream_id: str,
         *,
-        direction: str = "forward",
+        direction: Direction = "forward",
         from_version: int | None = None,
         limit: int | None = None,
-        conn: Any = None,
+        conn: AsyncConnectionLike | None = None,
     ) -> AsyncIterator[RawRecordedEvent]: ...
 
     def read_stream_data(
-        self, stream_id: str, *, from_version: int | None = None, conn: Any = None
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        conn: AsyncConnectionLike | None = None,
     ) -> AsyncIterator[tuple[int, Event]]: ...

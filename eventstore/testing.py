@@ -26,6 +26,7 @@ from eventstore.registry import EventRegistry
 __all__ = [
     "AggregateScenario",
     "DeciderScenario",
+    "Outcome",
     "given",
     "given_decider",
     "in_memory_async_repository",

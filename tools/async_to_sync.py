@@ -50,15 +50,16 @@ RUFF_VERSION: Final = "0.17.6"
 # source uses, so the table never goes stale: add a row when a source starts using a name, e.g.
 # "aclosing": "closing", "aclose": "close", "anext": "next", "__aiter__": "__iter__",
 # "__anext__": "__next__", and the other pairs of eventstore._acompat ("AEvent": "Event",
-# "agather": "gather", "asleep": "sleep", "aspawn": "spawn", "atimeout": "timeout").
+# "agather": "gather",  "aspawn": "spawn", "atimeout": "timeout").
 RENAMES: Final[Mapping[str, str]] = {
-    "AsyncConnectionLike": "SyncConnectionLike",
+    "AsyncConnectionLike": "ConnectionLike",
     "__aenter__": "__enter__",
     "__aexit__": "__exit__",
     "asynccontextmanager": "contextmanager",
     "unwrap_async_connection": "unwrap_connection",
     # The pairs of eventstore._acompat that sources use.
     "ALock": "Lock",
+    "asleep": "sleep",
 }
 
 # What a source should use instead of an asyncio attribute, for the error message.
@@ -648,10 +649,13 @@ def build(
     """
     generated: list[Generated] = []
     errors: list[str] = []
+    # `from eventstore.postgres.source_async import X` must import from `source` in the sync
+    # twin: the module names of all sources are implicit rows, never reported as unused.
+    effective = {**module_renames(root), **renames}
     for source in find_sources(root) if sources is None else sources:
         try:
             generated.append(
-                to_sync(source.read_text(encoding="utf-8"), source, root=root, renames=renames)
+                to_sync(source.read_text(encoding="utf-8"), source, root=root, renames=effective)
             )
         except GenerationError as error:
             errors.append(str(error))
@@ -661,6 +665,11 @@ def build(
     ]
     unused = _unused_rows(generated, renames) if sources is None and not errors else []
     return Report(tuple(generated), (*errors, *orphans, *unused))
+
+
+def module_renames(root: Path = ROOT) -> dict[str, str]:
+    """Maps each source's module name (`store_async`) to its twin's (`store`)."""
+    return {p.stem: p.stem.removesuffix("_async") for p in find_sources(root)}
 
 
 def _is_current(generated: Generated) -> bool:

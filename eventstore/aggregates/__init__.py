@@ -4,13 +4,16 @@ from eventstore.aggregates.aggregate import Aggregate, applies
 from eventstore.aggregates.decider import Decider
 from eventstore.aggregates.repository import DeciderRepository, Repository
 from eventstore.aggregates.repository_async import AsyncDeciderRepository, AsyncRepository
+from eventstore.aggregates.results import CommandResult, DeciderResult
 
 __all__ = [
     "Aggregate",
     "AsyncDeciderRepository",
     "AsyncRepository",
+    "CommandResult",
     "Decider",
     "DeciderRepository",
+    "DeciderResult",
     "Repository",
     "applies",
 ]

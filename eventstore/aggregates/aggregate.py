@@ -112,7 +112,10 @@ class Aggregate(BaseModel):
     """Holds one consistency boundary: state from its events, new events from commands.
 
     Subclasses declare ``category`` (the stream id is ``"{category}-{id}"``) and, when their
-    fields change shape, bump ``snapshot_version`` so that older snapshots are ignored.
+    fields change shape, bump ``snapshot_version`` so that older snapshots are ignored; they
+    may override `blank` for the state before the first event. Besides pydantic's own,
+    the class adds only `record`, `stream_id`, `version`, `pending_events`, `from_events`
+    and `blank` to a subclass's namespace: what loaders need is in this module's functions.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -134,18 +137,10 @@ class Aggregate(BaseModel):
         # Resolve by name on this class, so that a plain override in a subclass wins.
         cls.__handlers__ = {event: getattr(cls, name) for event, name in names.items()}
 
-    @classmethod
-    def stream_id_for(cls, aggregate_id: str) -> str:
-        """Returns the stream id of the aggregate with this id."""
-        category = cls.__dict__.get("category") or getattr(cls, "category", None)
-        if not category:
-            raise AggregateError(f"{cls.__qualname__} must declare `category: ClassVar[str]`")
-        return validate_stream_id(f"{category}-{aggregate_id}")
-
     @property
     def stream_id(self) -> str:
         """Returns this aggregate's stream id."""
-        return self.stream_id_for(self.id)
+        return stream_id_for(type(self), self.id)
 
     @property
     def version(self) -> int:
@@ -170,48 +165,11 @@ class Aggregate(BaseModel):
             )
         handler(self, event)
 
-    def apply_stored(self, event: Event) -> None:
-        """Applies a stored event while loading; the loader sets the version once at the end."""
-        self._apply(event)
-
-    def loaded_at(self, version: int) -> None:
-        """Sets the version a loader brought the aggregate to."""
-        self._version = version
-
-    def mark_saved(self, version: int) -> None:
-        """Forgets the pending events after a save that brought the stream to ``version``."""
-        self._pending.clear()
-        self._version = version
-
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """Copies the aggregate; the copy gets its own list of pending events."""
         copied = super().model_copy(update=update, deep=deep)
         copied._pending = list(self._pending)
         return copied
-
-    def to_snapshot(self) -> Snapshot:
-        """Encodes the state at the current version."""
-        return Snapshot(
-            stream_id=self.stream_id,
-            version=self._version,
-            state_type=type(self).__qualname__,
-            schema_version=type(self).snapshot_version,
-            state=self.model_dump_json(),
-        )
-
-    @classmethod
-    def from_snapshot(cls: type[A], snapshot: Snapshot) -> A | None:
-        """Restores the state from a snapshot, or returns None when it is not usable."""
-        if snapshot.schema_version != cls.snapshot_version:
-            return None
-        if snapshot.state_type != cls.__qualname__:
-            return None  # another class sharing the category wrote it
-        try:
-            aggregate = cls.model_validate_json(snapshot.state)
-        except ValidationError:
-            return None
-        aggregate._version = snapshot.version
-        return aggregate
 
     @classmethod
     def from_events(cls: type[A], aggregate_id: str, events: Sequence[Event]) -> A:
@@ -226,3 +184,60 @@ class Aggregate(BaseModel):
     def blank(cls: type[A], aggregate_id: str) -> A:
         """Returns the aggregate before its first event (override for custom defaults)."""
         return cls(id=aggregate_id)
+
+
+# For loaders (the repositories, the testing kit), as functions rather than methods, so
+# that they take no name in the namespace of every user's aggregate class.
+
+
+def stream_id_for(aggregate: type[Aggregate], aggregate_id: str) -> str:
+    """Returns the stream id of the aggregate of this class with this id."""
+    category = aggregate.__dict__.get("category") or getattr(aggregate, "category", None)
+    if not category:
+        raise AggregateError(f"{aggregate.__qualname__} must declare `category: ClassVar[str]`")
+    return validate_stream_id(f"{category}-{aggregate_id}")
+
+
+def apply_stored(aggregate: Aggregate, event: Event) -> None:
+    """Applies a stored event while loading; the loader sets the version once at the end."""
+    aggregate._apply(event)
+
+
+def loaded_at(aggregate: Aggregate, version: int) -> None:
+    """Sets the version a loader brought the aggregate to."""
+    aggregate._version = version
+
+
+def mark_saved(aggregate: Aggregate, version: int) -> None:
+    """Forgets the pending events after a save that brought the stream to ``version``."""
+    aggregate._pending.clear()
+    aggregate._version = version
+
+
+def to_snapshot(aggregate: Aggregate) -> Snapshot:
+    """Encodes the aggregate's state at its current version."""
+    return Snapshot(
+        stream_id=aggregate.stream_id,
+        version=aggregate.version,
+        state_type=type(aggregate).__qualname__,
+        schema_version=type(aggregate).snapshot_version,
+        state=aggregate.model_dump_json(),
+    )
+
+
+def from_snapshot(aggregate: type[A], snapshot: Snapshot) -> A | None:
+    """Restores an aggregate from a snapshot, or returns None when it is not usable.
+
+    It is not usable when another ``snapshot_version`` or another class (sharing the
+    category) wrote it, or when its state no longer validates against the class's fields.
+    """
+    if snapshot.schema_version != aggregate.snapshot_version:
+        return None
+    if snapshot.state_type != aggregate.__qualname__:
+        return None
+    try:
+        restored = aggregate.model_validate_json(snapshot.state)
+    except ValidationError:
+        return None
+    restored._version = snapshot.version
+    return restored

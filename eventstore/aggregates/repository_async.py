@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 import tenacity
 
+from eventstore._append import validate_stream_id
+from eventstore.aggregates import aggregate as _aggregate
 from eventstore.aggregates.aggregate import Aggregate
 from eventstore.aggregates.decider import Decider
+from eventstore.aggregates.results import CommandResult, DeciderResult
 from eventstore.errors import AggregateNotFoundError, ConfigurationError, WrongExpectedVersionError
-from eventstore.events import Event, EventMetadata
-from eventstore.store import NO_STREAM, AppendResult, AsyncEventStore, StreamInfo
+from eventstore.events import EventMetadata
+from eventstore.store import NO_STREAM, AsyncConnectionLike, AsyncEventStore, StreamInfo
 
 __all__ = ["AsyncDeciderRepository", "AsyncRepository"]
 
@@ -58,15 +61,21 @@ class AsyncRepository(Generic[A]):
             raise ConfigurationError("snapshot_every must be >= 1")
         if attempts < 1:
             raise ConfigurationError("attempts must be >= 1")
-        aggregate.stream_id_for("probe")  # fails early when the class has no category
+        _aggregate.stream_id_for(aggregate, "probe")  # fails early without a category
         self.store = store
         self.aggregate = aggregate
         self.snapshot_every = snapshot_every
         self.attempts = attempts
 
-    async def get_or_none(self, aggregate_id: str, *, conn: Any = None) -> A | None:
+    def stream_id_for(self, aggregate_id: str) -> str:
+        """Returns the stream id of the aggregate with this id."""
+        return _aggregate.stream_id_for(self.aggregate, aggregate_id)
+
+    async def get_or_none(
+        self, aggregate_id: str, *, conn: AsyncConnectionLike | None = None
+    ) -> A | None:
         """Returns the aggregate rebuilt from its snapshot and events, or None."""
-        stream_id = self.aggregate.stream_id_for(aggregate_id)
+        stream_id = self.stream_id_for(aggregate_id)
         aggregate = await self._from_snapshot(stream_id, conn)
         # Without an event at the snapshot's version (stream truncated, restored from an
         # older backup...) the snapshot cannot be trusted: replay everything instead.
@@ -78,66 +87,69 @@ class AsyncRepository(Generic[A]):
         await self._replay(aggregate, stream_id, 0, conn)
         return aggregate if aggregate.version > 0 else None
 
-    async def _replay(self, aggregate: A, stream_id: str, base: int, conn: Any) -> bool:
+    async def _replay(
+        self, aggregate: A, stream_id: str, base: int, conn: AsyncConnectionLike | None
+    ) -> bool:
         """Applies the events after ``base``; tells whether the event at ``base`` exists."""
         version, seen_base = base, base == 0
-        apply = aggregate.apply_stored
+        apply = _aggregate.apply_stored
         async for loaded, event in self.store.read_stream_data(
             stream_id, from_version=max(base, 1), conn=conn
         ):
             if loaded == base:
                 seen_base = True
                 continue
-            apply(event)
+            apply(aggregate, event)
             version = loaded
-        aggregate.loaded_at(version)
+        _aggregate.loaded_at(aggregate, version)
         return seen_base
 
-    async def get(self, aggregate_id: str, *, conn: Any = None) -> A:
+    async def get(self, aggregate_id: str, *, conn: AsyncConnectionLike | None = None) -> A:
         """Returns the aggregate; raises `AggregateNotFoundError` when it has no events."""
         aggregate = await self.get_or_none(aggregate_id, conn=conn)
         if aggregate is None:
             raise AggregateNotFoundError(self.aggregate.__qualname__, aggregate_id)
         return aggregate
 
-    async def _from_snapshot(self, stream_id: str, conn: Any) -> A | None:
+    async def _from_snapshot(self, stream_id: str, conn: AsyncConnectionLike | None) -> A | None:
         if self.snapshot_every is None:
             return None
         snapshot = await self.store.load_snapshot(stream_id, conn=conn)
-        return None if snapshot is None else self.aggregate.from_snapshot(snapshot)
+        return None if snapshot is None else _aggregate.from_snapshot(self.aggregate, snapshot)
 
     async def save(
         self,
         aggregate: A,
         *,
         metadata: EventMetadata | Mapping[str, Any] | None = None,
-        conn: Any = None,
-    ) -> AppendResult | None:
+        conn: AsyncConnectionLike | None = None,
+    ) -> CommandResult[A]:
         """Appends the pending events at the version the aggregate was loaded at.
 
-        Does nothing (returns None) when there are no pending events. Raises
-        `WrongExpectedVersionError` when another writer saved first.
+        Returns the aggregate, the events and the `AppendResult`; with no pending events
+        nothing is written, and ``append`` is None. Raises `WrongExpectedVersionError` when
+        another writer saved first.
         """
         events = aggregate.pending_events
         if not events:
-            return None
+            return CommandResult(aggregate, events, None)
         expected = aggregate.version or NO_STREAM
         result = await self.store.append(
             aggregate.stream_id, events, expected_version=expected, metadata=metadata, conn=conn
         )
         previous = aggregate.version
-        aggregate.mark_saved(result.last_version)
+        _aggregate.mark_saved(aggregate, result.last_version)
         if self._crosses_snapshot(previous, result.last_version):
             await self._save_snapshot(aggregate, conn)
-        return result
+        return CommandResult(aggregate, events, result)
 
-    async def _save_snapshot(self, aggregate: A, conn: Any) -> None:
+    async def _save_snapshot(self, aggregate: A, conn: AsyncConnectionLike | None) -> None:
         # The events are committed (or in the caller's transaction) already; a snapshot is
         # only a cache, so failing to make or write one must not fail the save, or a caller
         # who retries would apply the command twice. Only a database error inside a
         # caller's transaction propagates: that transaction is aborted and must be retried.
         try:
-            snapshot = aggregate.to_snapshot()
+            snapshot = _aggregate.to_snapshot(aggregate)
         except Exception:
             self._log_snapshot_failure(aggregate)
             return
@@ -167,13 +179,14 @@ class AsyncRepository(Generic[A]):
         *,
         create: bool = False,
         metadata: EventMetadata | Mapping[str, Any] | None = None,
-        conn: Any = None,
-    ) -> A:
+        conn: AsyncConnectionLike | None = None,
+    ) -> CommandResult[A]:
         """Loads, runs ``command(aggregate)`` and saves, retrying on concurrent writers.
 
         Each attempt reloads the aggregate. With ``create=True`` a missing aggregate starts
         blank instead of raising `AggregateNotFoundError`. A command that raises saves
-        nothing.
+        nothing. Returns what `save` returns: the aggregate, the events the command
+        recorded and the `AppendResult` (None when it recorded nothing).
         """
         try:  # the common case, without building a retry loop
             return await self._update_once(aggregate_id, command, create, metadata, conn)
@@ -191,8 +204,8 @@ class AsyncRepository(Generic[A]):
         command: Callable[[A], object],
         create: bool,
         metadata: EventMetadata | Mapping[str, Any] | None,
-        conn: Any,
-    ) -> A:
+        conn: AsyncConnectionLike | None,
+    ) -> CommandResult[A]:
         aggregate = await self.get_or_none(aggregate_id, conn=conn)
         if aggregate is None:
             if not create:
@@ -205,8 +218,7 @@ class AsyncRepository(Generic[A]):
             raise TypeError(
                 "update() runs synchronous commands on the aggregate; run async work first"
             )
-        await self.save(aggregate, metadata=metadata, conn=conn)
-        return aggregate
+        return await self.save(aggregate, metadata=metadata, conn=conn)
 
 
 class AsyncDeciderRepository(Generic[C, S]):
@@ -219,14 +231,16 @@ class AsyncDeciderRepository(Generic[C, S]):
         self.decider = decider
         self.attempts = attempts
 
-    def stream_id_for(self, entity_id: str) -> str:
-        """Returns the stream id of an entity."""
-        return f"{self.decider.category}-{entity_id}"
+    def stream_id_for(self, aggregate_id: str) -> str:
+        """Returns the stream id of the aggregate with this id."""
+        return validate_stream_id(f"{self.decider.category}-{aggregate_id}")
 
-    async def load(self, entity_id: str, *, conn: Any = None) -> tuple[S, StreamInfo]:
+    async def load(
+        self, aggregate_id: str, *, conn: AsyncConnectionLike | None = None
+    ) -> tuple[S, StreamInfo]:
         """Returns the folded state and the stream's version."""
         state = self.decider.initial_state()
-        stream_id = self.stream_id_for(entity_id)
+        stream_id = self.stream_id_for(aggregate_id)
         version = 0
         async for loaded, event in self.store.read_stream_data(stream_id, conn=conn):
             state = self.decider.evolve(state, event)
@@ -235,24 +249,40 @@ class AsyncDeciderRepository(Generic[C, S]):
 
     async def handle(
         self,
-        entity_id: str,
+        aggregate_id: str,
         command: C,
         *,
         metadata: EventMetadata | Mapping[str, Any] | None = None,
-        conn: Any = None,
-    ) -> Sequence[Event]:
-        """Decides on the current state and appends the decided events; returns them."""
+        conn: AsyncConnectionLike | None = None,
+    ) -> DeciderResult[S]:
+        """Decides on the current state and appends the decided events, retrying on conflicts.
+
+        Returns the state with the events applied, the events and the `AppendResult`
+        (None when the decision was empty: nothing is appended then).
+        """
         async for attempt in _retrying(self.attempts):
             with attempt:
-                state, info = await self.load(entity_id, conn=conn)
-                events = list(self.decider.decide(command, state))
-                if events:
-                    await self.store.append(
-                        info.stream_id,
-                        events,
-                        expected_version=info.version or NO_STREAM,
-                        metadata=metadata,
-                        conn=conn,
-                    )
-                return events
+                return await self._handle_once(aggregate_id, command, metadata, conn)
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _handle_once(
+        self,
+        aggregate_id: str,
+        command: C,
+        metadata: EventMetadata | Mapping[str, Any] | None,
+        conn: AsyncConnectionLike | None,
+    ) -> DeciderResult[S]:
+        state, info = await self.load(aggregate_id, conn=conn)
+        events = tuple(self.decider.decide(command, state))
+        if not events:
+            return DeciderResult(state, events, None)
+        result = await self.store.append(
+            info.stream_id,
+            events,
+            expected_version=info.version or NO_STREAM,
+            metadata=metadata,
+            conn=conn,
+        )
+        for event in events:
+            state = self.decider.evolve(state, event)
+        return DeciderResult(state, events, result)

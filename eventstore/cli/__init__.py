@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
-from eventstore.cli import database
+from eventstore.cli import database, subscriptions
 from eventstore.cli._exit import EXIT_ERROR, EXIT_NOT_MIGRATED, EXIT_OK, EXIT_UNREACHABLE
 from eventstore.errors import DatabaseUnavailableError, EventStoreError
 
@@ -35,10 +35,12 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 
 def _registrars() -> list[Register]:
-    """Returns this package's own registrar, then every other one installed."""
-    found: list[Register] = [database.register]
+    """Returns this package's own registrars, then every other one installed."""
+    own = [database.register, subscriptions.register]
+    found: list[Register] = list(own)
+    names = {f"{r.__module__}:register" for r in own}
     for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: p.name):
-        if point.value != f"{database.__name__}:register":
+        if point.value not in names:
             found.append(point.load())
     return found
 

@@ -121,7 +121,7 @@ def run_demo(url: str, *, schema: str, writers: int, accounts: int) -> None:
         for t in threads:
             t.join()
         write_s = time.perf_counter() - started
-    streams = [bank.Account.stream_id_for(i) for i in ids]
+        streams = [repo.stream_id_for(i) for i in ids]
     started = time.perf_counter()
     balances, read_count = asyncio.run(read_back(url, schema, streams))
     read_s = time.perf_counter() - started

@@ -7,7 +7,7 @@ never commits or rolls back a connection it was given.
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -16,11 +16,7 @@ from sqlalchemy import orm as sa_orm
 from sqlalchemy.ext import asyncio as sa_asyncio
 
 from eventstore.errors import ConfigurationError
-
-SyncConnectionLike: TypeAlias = "psycopg.Connection[Any] | sa_engine.Connection | sa_orm.Session"
-AsyncConnectionLike: TypeAlias = (
-    "psycopg.AsyncConnection[Any] | sa_asyncio.AsyncConnection | sa_asyncio.AsyncSession"
-)
+from eventstore.store import AsyncConnectionLike, ConnectionLike
 
 _WRONG_DRIVER = (
     "the event store runs on psycopg 3: create the SQLAlchemy engine with a "
@@ -28,7 +24,7 @@ _WRONG_DRIVER = (
 )
 
 
-def unwrap_connection(conn: SyncConnectionLike) -> psycopg.Connection[Any]:
+def unwrap_connection(conn: ConnectionLike) -> psycopg.Connection[Any]:
     """Returns the psycopg connection behind a psycopg or SQLAlchemy connection or session."""
     if isinstance(conn, psycopg.Connection):
         return conn

@@ -85,6 +85,8 @@ def make_metadata(schema: str = DEFAULT_SCHEMA) -> sa.MetaData:
         sa.PrimaryKeyConstraint("global_position", name="events_pkey"),
         sa.UniqueConstraint("event_id", name="events_event_id_key"),
         sa.UniqueConstraint("stream_id", "version", name="events_stream_id_version_key"),
+        # The subscription engine's window query: transaction id ranges, then positions.
+        sa.Index("events_transaction_id_idx", "transaction_id", "global_position"),
         postgresql_with=STORAGE,
     )
     sa.Table(
@@ -101,4 +103,80 @@ def make_metadata(schema: str = DEFAULT_SCHEMA) -> sa.MetaData:
         sa.PrimaryKeyConstraint("stream_id", name="snapshots_pkey"),
         postgresql_with=STORAGE,
     )
+    _subscription_tables(md)
     return md
+
+
+def _now() -> sa.Column[Any]:
+    return sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    )
+
+
+def _subscription_tables(md: sa.MetaData) -> None:
+    """Adds the subscription engine's tables: checkpoints, runners, dead letters."""
+    sa.Table(
+        "checkpoints",
+        md,
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("shard", sa.Integer, nullable=False),
+        sa.Column("shard_count", sa.Integer, nullable=False),
+        # The window (see eventstore.subscriptions.window): pg_snapshot text forms.
+        sa.Column("low", sa.Text, nullable=False),
+        sa.Column("high", sa.Text, nullable=True),
+        sa.Column("position", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("status", sa.Text, nullable=False, server_default="running"),
+        sa.Column("owner", sa.Text, nullable=True),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("epoch", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("handled", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("last_error", sa.Text, nullable=True),
+        _now(),
+        sa.PrimaryKeyConstraint("name", "shard", name="checkpoints_pkey"),
+        sa.CheckConstraint(
+            "status IN ('running', 'paused', 'halted')", name="checkpoints_status_check"
+        ),
+        postgresql_with=STORAGE,
+    )
+    sa.Table(
+        "runners",
+        md,
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("runner", sa.Text, nullable=False),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", "runner", name="runners_pkey"),
+        postgresql_with=STORAGE,
+    )
+    sa.Table(
+        "dead_letters",
+        md,
+        sa.Column("id", sa.BigInteger, sa.Identity(always=False), nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("shard", sa.Integer, nullable=False),
+        sa.Column("global_position", sa.BigInteger, nullable=False),
+        sa.Column("stream_id", sa.Text, nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("event_id", postgresql.UUID(as_uuid=True), nullable=False),
+        sa.Column("event_type", sa.Text, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("traceback", sa.Text, nullable=True),
+        sa.Column("status", sa.Text, nullable=False, server_default="parked"),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        _now(),
+        sa.PrimaryKeyConstraint("id", name="dead_letters_pkey"),
+        sa.UniqueConstraint("name", "global_position", name="dead_letters_name_position_key"),
+        sa.CheckConstraint(
+            "status IN ('parked', 'retried', 'discarded')", name="dead_letters_status_check"
+        ),
+        # Held streams: the engine asks, per batch, which of its streams are parked.
+        sa.Index(
+            "dead_letters_parked_idx",
+            "name",
+            "stream_id",
+            postgresql_where=sa.text("status = 'parked'"),
+        ),
+        postgresql_with=STORAGE,
+    )

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, NamedTuple, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar, overload
 from uuid import UUID
 
 import psycopg
@@ -34,11 +34,7 @@ from eventstore.errors import (
 )
 from eventstore.events import Event, EventMetadata, RawRecordedEvent, RecordedEvent
 from eventstore.postgres import sql as _sql
-from eventstore.postgres.connections import (
-    SyncConnectionLike,
-    libpq_url,
-    unwrap_connection,
-)
+from eventstore.postgres.connections import libpq_url, unwrap_connection
 from eventstore.postgres.errors import translated_errors
 from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.registry import EventRegistry
@@ -48,6 +44,8 @@ from eventstore.store import (
     NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
+    ConnectionLike,
+    Direction,
     ExpectedVersion,
     Snapshot,
     StreamInfo,
@@ -55,6 +53,7 @@ from eventstore.store import (
 
 __all__ = ["PostgresEventStore"]
 
+E = TypeVar("E", bound=Event)
 T = TypeVar("T")
 
 
@@ -202,7 +201,8 @@ class PostgresEventStore:
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """Yields a pooled connection inside a transaction that commits on success.
 
-        Pass it as ``conn`` to append to several streams atomically.
+        Pass it as ``conn`` to append to several streams atomically; the transaction rolls
+        back when the block raises.
         """
         pool = self._ensure_pool()
         with translated_errors():
@@ -224,7 +224,7 @@ class PostgresEventStore:
 
     def _query(
         self,
-        conn: SyncConnectionLike | None,
+        conn: ConnectionLike | None,
         query: bytes,
         params: Mapping[str, Any],
         *,
@@ -242,7 +242,7 @@ class PostgresEventStore:
         expected_version: ExpectedVersion = ANY,
         metadata: EventMetadata | Mapping[str, Any] | None = None,
         event_ids: Sequence[UUID] | None = None,
-        conn: SyncConnectionLike | None = None,
+        conn: ConnectionLike | None = None,
     ) -> AppendResult:
         """Appends events to a stream if it is at ``expected_version``.
 
@@ -307,7 +307,7 @@ class PostgresEventStore:
             raise DuplicateEventIdError(plan.stream_id, list(plan.event_ids))
         return repeat
 
-    def stream_info(self, stream_id: str, *, conn: SyncConnectionLike | None = None) -> StreamInfo:
+    def stream_info(self, stream_id: str, *, conn: ConnectionLike | None = None) -> StreamInfo:
         """Returns whether a stream exists and its current version."""
         stream_id = _append.validate_stream_id(stream_id)
         rows = self._query(conn, self._statements.stream_version, {"stream_id": stream_id})
@@ -315,53 +315,86 @@ class PostgresEventStore:
             return StreamInfo(stream_id, exists=False, version=0)
         return StreamInfo(stream_id, exists=True, version=rows[0][0])
 
-    def save_snapshot(self, snapshot: Snapshot, *, conn: SyncConnectionLike | None = None) -> None:
+    def save_snapshot(self, snapshot: Snapshot, *, conn: ConnectionLike | None = None) -> None:
         """Stores a snapshot unless a newer one for the stream is already stored."""
         self._query(conn, self._statements.save_snapshot, snapshot.params(), rows=False)
 
     def load_snapshot(
-        self, stream_id: str, *, conn: SyncConnectionLike | None = None
+        self, stream_id: str, *, conn: ConnectionLike | None = None
     ) -> Snapshot | None:
         """Returns the stream's latest snapshot, or None."""
         params = {"stream_id": _append.validate_stream_id(stream_id)}
         rows = self._query(conn, self._statements.load_snapshot, params)
         return Snapshot(*rows[0]) if rows else None
 
-    def delete_snapshot(self, stream_id: str, *, conn: SyncConnectionLike | None = None) -> None:
+    def delete_snapshot(self, stream_id: str, *, conn: ConnectionLike | None = None) -> None:
         """Removes the stream's snapshot; loading then replays the whole stream."""
         params = {"stream_id": _append.validate_stream_id(stream_id)}
         self._query(conn, self._statements.delete_snapshot, params, rows=False)
+
+    @overload
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        direction: Direction = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: ConnectionLike | None = None,
+        of_type: None = None,
+    ) -> Iterator[RecordedEvent[Event]]: ...
+
+    @overload
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        direction: Direction = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: ConnectionLike | None = None,
+        of_type: type[E],
+    ) -> Iterator[RecordedEvent[E]]: ...
 
     def read_stream(
         self,
         stream_id: str,
         *,
-        direction: str = "forward",
+        direction: Direction = "forward",
         from_version: int | None = None,
         limit: int | None = None,
-        conn: SyncConnectionLike | None = None,
-    ) -> Iterator[RecordedEvent[Event]]:
+        conn: ConnectionLike | None = None,
+        of_type: type[Event] | None = None,
+    ) -> Iterator[RecordedEvent[Any]]:
         """Yields a stream's events as typed, current-version events, page by page.
 
         Memory stays constant however long the stream is. ``from_version`` is inclusive;
         backward reads start at the end unless it is given. Arguments are checked at the
         call, rows are fetched as the iteration goes.
-        """
-        rows = self._read_rows(_ReadBounds.check(stream_id, direction, from_version, limit), conn)
-        return self._decoded(rows)
 
-    def _decoded(self, rows: Iterator[tuple[Any, ...]]) -> Iterator[RecordedEvent[Event]]:
+        ``of_type=Deposited`` narrows the events' type to ``RecordedEvent[Deposited]``, for
+        streams that hold one class only (or its subclasses). It is checked, not filtered:
+        an event of another class raises `InvalidEventError` (its ``event`` is the decoded
+        `RecordedEvent`) when the iteration reaches it, and ends the iteration.
+        """
+        of_type = _rows.check_event_class(of_type)
+        rows = self._read_rows(_ReadBounds.check(stream_id, direction, from_version, limit), conn)
+        return self._decoded(rows, of_type)
+
+    def _decoded(
+        self, rows: Iterator[tuple[Any, ...]], of_type: type[Event] | None
+    ) -> Iterator[RecordedEvent[Event]]:
         for row in rows:
-            yield _rows.decode_row(self._registry, row)
+            yield _rows.decode_row(self._registry, row, of_type)
 
     def read_stream_raw(
         self,
         stream_id: str,
         *,
-        direction: str = "forward",
+        direction: Direction = "forward",
         from_version: int | None = None,
         limit: int | None = None,
-        conn: SyncConnectionLike | None = None,
+        conn: ConnectionLike | None = None,
     ) -> Iterator[RawRecordedEvent]:
         """Yields a stream's events as stored, payloads as dicts, without the registry."""
         rows = self._read_rows(_ReadBounds.check(stream_id, direction, from_version, limit), conn)
@@ -372,7 +405,7 @@ class PostgresEventStore:
         stream_id: str,
         *,
         from_version: int | None = None,
-        conn: SyncConnectionLike | None = None,
+        conn: ConnectionLike | None = None,
     ) -> Iterator[tuple[int, Event]]:
         """Yields ``(version, typed event)`` pairs: the lean read that rebuilds aggregates.
 
@@ -391,7 +424,7 @@ class PostgresEventStore:
             yield _rows.decode_raw_row(row)
 
     def _read_rows(
-        self, bounds: _ReadBounds, conn: SyncConnectionLike | None, *, lean: bool = False
+        self, bounds: _ReadBounds, conn: ConnectionLike | None, *, lean: bool = False
     ) -> Iterator[tuple[Any, ...]]:
         stream_id, forward, version, remaining = bounds
         query = self._statements.read_forward if forward else self._statements.read_backward

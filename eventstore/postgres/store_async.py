@@ -11,7 +11,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, NamedTuple, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar, overload
 from uuid import UUID
 
 import psycopg
@@ -31,11 +31,7 @@ from eventstore.errors import (
 )
 from eventstore.events import Event, EventMetadata, RawRecordedEvent, RecordedEvent
 from eventstore.postgres import sql as _sql
-from eventstore.postgres.connections import (
-    AsyncConnectionLike,
-    libpq_url,
-    unwrap_async_connection,
-)
+from eventstore.postgres.connections import libpq_url, unwrap_async_connection
 from eventstore.postgres.errors import translated_errors
 from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.registry import EventRegistry
@@ -45,6 +41,8 @@ from eventstore.store import (
     NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
+    AsyncConnectionLike,
+    Direction,
     ExpectedVersion,
     Snapshot,
     StreamInfo,
@@ -52,6 +50,7 @@ from eventstore.store import (
 
 __all__ = ["AsyncPostgresEventStore"]
 
+E = TypeVar("E", bound=Event)
 T = TypeVar("T")
 
 
@@ -201,7 +200,8 @@ class AsyncPostgresEventStore:
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """Yields a pooled connection inside a transaction that commits on success.
 
-        Pass it as ``conn`` to append to several streams atomically.
+        Pass it as ``conn`` to append to several streams atomically; the transaction rolls
+        back when the block raises.
         """
         pool = await self._ensure_pool()
         with translated_errors():
@@ -339,35 +339,66 @@ class AsyncPostgresEventStore:
         params = {"stream_id": _append.validate_stream_id(stream_id)}
         await self._query(conn, self._statements.delete_snapshot, params, rows=False)
 
+    @overload
     def read_stream(
         self,
         stream_id: str,
         *,
-        direction: str = "forward",
+        direction: Direction = "forward",
         from_version: int | None = None,
         limit: int | None = None,
         conn: AsyncConnectionLike | None = None,
-    ) -> AsyncIterator[RecordedEvent[Event]]:
+        of_type: None = None,
+    ) -> AsyncIterator[RecordedEvent[Event]]: ...
+
+    @overload
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        direction: Direction = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: AsyncConnectionLike | None = None,
+        of_type: type[E],
+    ) -> AsyncIterator[RecordedEvent[E]]: ...
+
+    def read_stream(
+        self,
+        stream_id: str,
+        *,
+        direction: Direction = "forward",
+        from_version: int | None = None,
+        limit: int | None = None,
+        conn: AsyncConnectionLike | None = None,
+        of_type: type[Event] | None = None,
+    ) -> AsyncIterator[RecordedEvent[Any]]:
         """Yields a stream's events as typed, current-version events, page by page.
 
         Memory stays constant however long the stream is. ``from_version`` is inclusive;
         backward reads start at the end unless it is given. Arguments are checked at the
         call, rows are fetched as the iteration goes.
+
+        ``of_type=Deposited`` narrows the events' type to ``RecordedEvent[Deposited]``, for
+        streams that hold one class only (or its subclasses). It is checked, not filtered:
+        an event of another class raises `InvalidEventError` (its ``event`` is the decoded
+        `RecordedEvent`) when the iteration reaches it, and ends the iteration.
         """
+        of_type = _rows.check_event_class(of_type)
         rows = self._read_rows(_ReadBounds.check(stream_id, direction, from_version, limit), conn)
-        return self._decoded(rows)
+        return self._decoded(rows, of_type)
 
     async def _decoded(
-        self, rows: AsyncIterator[tuple[Any, ...]]
+        self, rows: AsyncIterator[tuple[Any, ...]], of_type: type[Event] | None
     ) -> AsyncIterator[RecordedEvent[Event]]:
         async for row in rows:
-            yield _rows.decode_row(self._registry, row)
+            yield _rows.decode_row(self._registry, row, of_type)
 
     def read_stream_raw(
         self,
         stream_id: str,
         *,
-        direction: str = "forward",
+        direction: Direction = "forward",
         from_version: int | None = None,
         limit: int | None = None,
         conn: AsyncConnectionLike | None = None,

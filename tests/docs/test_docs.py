@@ -20,8 +20,10 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import types
 import uuid
 from collections.abc import Iterator
@@ -53,7 +55,9 @@ HEADING = re.compile(r"^#+ (.*)$", re.MULTILINE)
 # The example project files each page shows, each exercised by a test below.
 ALEMBIC_DOC = "how-to/alembic.md"
 TESTING_DOC = "how-to/testing.md"
+SUBSCRIPTIONS_DOC = "how-to/subscriptions.md"
 PROJECT_FILES = {
+    SUBSCRIPTIONS_DOC: {"myapp/events.py", "myapp/read_models.py", "myapp/subscriptions.py"},
     ALEMBIC_DOC: {
         "alembic.ini",
         "alembic/env.py",
@@ -408,3 +412,55 @@ def test_the_testing_how_to_passes_under_pytest(tmp_path: Path, eventstore_serve
     assert run.returncode == 0, run.stdout + run.stderr
     summary = run.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"\d+ passed in .*", summary), summary
+
+
+# The subscriptions how-to: its daemon runs, handles, and stops gracefully on SIGTERM.
+
+
+def wait_until(condition: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_the_subscription_daemon_handles_events_and_stops_on_sigterm(
+    tmp_path: Path, eventstore_database_url: str
+) -> None:
+    project = write_project(SUBSCRIPTIONS_DOC, tmp_path / "app")
+    (project / "myapp" / "__init__.py").write_text("")
+    with psycopg.connect(eventstore_database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE balances (account text PRIMARY KEY, balance bigint NOT NULL)")
+    sys.path.insert(0, str(project))
+    try:
+        from myapp.events import Deposited, registry  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(project))
+        for module in [m for m in sys.modules if m.split(".")[0] == "myapp"]:
+            del sys.modules[module]
+    with PostgresEventStore(eventstore_database_url, registry=registry) as store:
+        store.append("account-1", [Deposited(amount=3), Deposited(amount=4)])
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "eventstore", "subscriptions", "run", "myapp.subscriptions:group",
+         "--url", eventstore_database_url, "--poll-interval", "0.1"],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+
+        def balance() -> Any:
+            with psycopg.connect(eventstore_database_url) as conn:
+                return conn.execute("SELECT balance FROM balances").fetchone()
+
+        wait_until(
+            lambda: balance() == (7,) or daemon.poll() is not None, "the daemon to handle events"
+        )
+        assert daemon.poll() is None, daemon.communicate()[0]
+        daemon.send_signal(signal.SIGTERM)
+        output, _ = daemon.communicate(timeout=30)
+    finally:
+        daemon.kill()
+    assert daemon.returncode == 0, output
+    with psycopg.connect(eventstore_database_url) as conn:
+        owners = conn.execute("SELECT owner FROM eventstore.checkpoints").fetchall()
+    assert owners == [(None,)]  # released on the way out, for the next runner at once

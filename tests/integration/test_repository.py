@@ -1,9 +1,11 @@
-"""Repositories on Postgres: contention, snapshots, upcasting end to end, async."""
+"""Repositories on Postgres: contention, rows written by old releases, the caller's transaction.
+
+What repositories promise on every store is in `tests/contract`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Iterator
 
@@ -16,7 +18,6 @@ from eventstore import (
     EventRegistry,
     PostgresEventStore,
     Repository,
-    Snapshot,
 )
 from eventstore.demo.bank import Account, MoneyDeposited, registry
 
@@ -61,57 +62,6 @@ def test_eight_writers_two_hundred_commands_lose_no_update(store: PostgresEventS
     assert store.stream_info("account-hot").version == 1 + 1600
     deposits = [e for e in store.read_stream("account-hot") if e.event_type.endswith("Deposited")]
     assert len(deposits) == 1600
-
-
-def test_loading_uses_the_snapshot_and_then_only_the_tail(store: PostgresEventStore) -> None:
-    repo = Repository(store, Account, snapshot_every=10)
-    open_account(repo, "1")
-    for _ in range(24):
-        repo.update("1", lambda a: a.deposit(1))
-    snapshot = store.load_snapshot("account-1")
-    assert snapshot is not None and snapshot.version == 20
-    # Tamper with the snapshot's state: if loading used it, the balance shows the mark.
-    store.delete_snapshot("account-1")
-    state = json.loads(snapshot.state)
-    assert state["balance"] == 19
-    marked = Snapshot("account-1", 20, "Account", 1, json.dumps({**state, "balance": 1019}))
-    store.save_snapshot(marked)
-    assert repo.get("1").balance == 1024
-    assert Repository(store, Account).get("1").balance == 24  # without snapshots: full replay
-
-
-def test_a_snapshot_with_another_schema_version_is_ignored(store: PostgresEventStore) -> None:
-    repo = Repository(store, Account, snapshot_every=5)
-    open_account(repo, "1")
-    for _ in range(6):
-        repo.update("1", lambda a: a.deposit(1))
-    stale = Snapshot("account-1", 6, "Account", 99, '{"id": "1", "balance": 1000000}')
-    store.delete_snapshot("account-1")
-    store.save_snapshot(stale)
-    assert repo.get("1").balance == 6
-
-
-def test_a_snapshot_that_no_longer_validates_is_ignored(store: PostgresEventStore) -> None:
-    repo = Repository(store, Account, snapshot_every=5)
-    open_account(repo, "1")
-    store.save_snapshot(Snapshot("account-1", 1, "Account", 1, '{"balance": "lots"}'))
-    assert repo.get("1").balance == 0
-
-
-def test_a_missing_snapshot_still_loads(store: PostgresEventStore) -> None:
-    repo = Repository(store, Account, snapshot_every=3)
-    open_account(repo, "1")
-    for _ in range(7):
-        repo.update("1", lambda a: a.deposit(2))
-    store.delete_snapshot("account-1")
-    assert repo.get("1").balance == 14
-
-
-def test_an_older_snapshot_never_overwrites_a_newer_one(store: PostgresEventStore) -> None:
-    store.save_snapshot(Snapshot("account-1", 10, "Account", 1, '{"id": "1"}'))
-    store.save_snapshot(Snapshot("account-1", 5, "Account", 1, '{"id": "1"}'))
-    snapshot = store.load_snapshot("account-1")
-    assert snapshot is not None and snapshot.version == 10
 
 
 def test_events_stored_as_v1_load_as_v3(

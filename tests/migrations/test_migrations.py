@@ -61,6 +61,17 @@ def empty_database(eventstore_server_url: str) -> Any:
     drop_database(eventstore_server_url, name)
 
 
+ALL_TABLES = {
+    "alembic_version",
+    "streams",
+    "events",
+    "snapshots",
+    "checkpoints",
+    "runners",
+    "dead_letters",
+}
+
+
 def test_migrated_database_equals_the_metadata(eventstore_database_url: str) -> None:
     assert schema_diff(eventstore_database_url) == []
 
@@ -73,7 +84,8 @@ def test_tables_are_not_analyzed_while_tiny(eventstore_database_url: str) -> Non
             "AND relname <> 'alembic_version'"
         ).fetchall()
     assert {name: options for name, options in rows} == {
-        name: ["autovacuum_analyze_threshold=10000"] for name in ("streams", "events", "snapshots")
+        name: ["autovacuum_analyze_threshold=10000"]
+        for name in ("streams", "events", "snapshots", "checkpoints", "runners", "dead_letters")
     }
 
 
@@ -82,7 +94,7 @@ def test_downgrade_then_upgrade_round_trips(eventstore_database_url: str) -> Non
     assert tables(eventstore_database_url) == {"alembic_version"}
     assert migrate.current_revisions(eventstore_database_url) == set()
     migrate.upgrade(eventstore_database_url)
-    assert tables(eventstore_database_url) == {"alembic_version", "streams", "events", "snapshots"}
+    assert tables(eventstore_database_url) == ALL_TABLES
     assert migrate.is_up_to_date(eventstore_database_url)
     assert schema_diff(eventstore_database_url) == []
 
@@ -94,12 +106,7 @@ def test_upgrade_twice_is_a_no_op(eventstore_database_url: str) -> None:
 
 def test_a_custom_schema_holds_everything(empty_database: str) -> None:
     migrate.upgrade(empty_database, schema="my events")
-    assert tables(empty_database, "my events") == {
-        "alembic_version",
-        "streams",
-        "events",
-        "snapshots",
-    }
+    assert tables(empty_database, "my events") == ALL_TABLES
     assert tables(empty_database, "eventstore") == set()
     assert schema_diff(empty_database, "my events") == []
     registry = EventRegistry([Deposited])

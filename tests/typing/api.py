@@ -2,32 +2,46 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from typing import ClassVar
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import ClassVar, assert_type
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from eventstore import (
     ANY,
     NO_STREAM,
     Aggregate,
     AppendResult,
+    AsyncConnectionLike,
+    AsyncDeciderRepository,
     AsyncEventStore,
     AsyncInMemoryEventStore,
     AsyncPostgresEventStore,
     AsyncRepository,
+    CommandResult,
+    ConnectionLike,
+    DeciderRepository,
+    DeciderResult,
+    Direction,
     Event,
     EventMetadata,
     EventRegistry,
     EventStore,
     InMemoryEventStore,
     PostgresEventStore,
+    RawRecordedEvent,
     RecordedEvent,
     Repository,
+    Snapshot,
     StreamInfo,
     WrongExpectedVersionError,
     applies,
     message_context,
 )
-from eventstore.testing import given
+from eventstore.testing import Outcome, given
 
 
 class Shipped(Event):
@@ -36,6 +50,7 @@ class Shipped(Event):
 
 
 registry = EventRegistry([Shipped])
+_NO_SNAPSHOT = Snapshot("order-1", 1, "Order", 1, "{}")
 
 
 def use_sync(store: EventStore) -> int:
@@ -69,6 +84,75 @@ def stores() -> None:
     _b: AsyncEventStore = AsyncPostgresEventStore("postgresql://localhost/app", registry=registry)
 
 
+# Every store satisfies its protocol, structurally: the whole of it, not just what is used.
+_memory: EventStore = InMemoryEventStore(registry)
+_postgres: EventStore = PostgresEventStore("postgresql://localhost/app", registry=registry)
+_async_memory: AsyncEventStore = AsyncInMemoryEventStore(registry)
+_async_postgres: AsyncEventStore = AsyncPostgresEventStore(
+    "postgresql://localhost/app", registry=registry
+)
+
+
+# The README's twenty lines: `of_type=` narrows the events, so `.amount` type-checks.
+
+
+class Deposited(Event):
+    event_type: ClassVar[str] = "bank.Deposited"
+    schema_version: ClassVar[int] = 1
+    amount: int
+
+
+def readme() -> None:
+    bank = EventRegistry([Deposited])
+    with PostgresEventStore("postgresql://localhost/app", registry=bank) as store:
+        store.append("account-42", Deposited(amount=10), expected_version=NO_STREAM)
+        info = store.stream_info("account-42")
+        try:
+            store.append("account-42", Deposited(amount=5), expected_version=info.version)
+        except WrongExpectedVersionError as exc:
+            print("someone else wrote first:", exc.expected, exc.actual)
+        balance = sum(e.data.amount for e in store.read_stream("account-42", of_type=Deposited))
+        assert_type(balance, int)
+
+
+def reads(store: EventStore, direction: Direction) -> None:
+    assert_type(store.read_stream("s"), Iterator[RecordedEvent[Event]])
+    assert_type(store.read_stream("s", of_type=Shipped), Iterator[RecordedEvent[Shipped]])
+    assert_type(
+        store.read_stream("s", direction="backward", limit=1, of_type=Shipped),
+        Iterator[RecordedEvent[Shipped]],
+    )
+    assert_type(store.read_stream_raw("s", direction=direction), Iterator[RawRecordedEvent])
+    store.read_stream("s", direction="sideways")  # type: ignore[call-overload]
+
+
+async def async_reads(store: AsyncEventStore) -> list[str]:
+    assert_type(store.read_stream("s", of_type=Shipped), AsyncIterator[RecordedEvent[Shipped]])
+    return [e.data.order_id async for e in store.read_stream("s", of_type=Shipped)]
+
+
+# `conn=` takes a connection or session (or None), and what `transaction()` yields.
+
+
+def in_a_transaction(store: EventStore, session: Session) -> None:
+    with store.transaction() as tx:
+        assert_type(tx, ConnectionLike | None)
+        store.append("order-1", Shipped(order_id="1"), conn=tx)
+    store.append("order-1", Shipped(order_id="1"), conn=session)
+    store.append("order-1", Shipped(order_id="1"), conn=object())  # type: ignore[arg-type]
+    store.close()
+
+
+async def in_an_async_transaction(store: AsyncEventStore, session: AsyncSession) -> None:
+    async with store.transaction() as tx:
+        assert_type(tx, AsyncConnectionLike | None)
+        await store.append("order-1", Shipped(order_id="1"), conn=tx)
+    await store.save_snapshot(await store.load_snapshot("order-1") or _NO_SNAPSHOT, conn=session)
+    await store.delete_snapshot("order-1")
+    async with store:
+        pass
+
+
 # Aggregates: handlers are checked against their event class.
 
 
@@ -84,17 +168,76 @@ class Order(Aggregate):
         self.record(Shipped(order_id=self.id))
 
 
+def takes_append(result: AppendResult) -> int:
+    return result.last_version
+
+
 def use_repository(store: EventStore) -> bool:
     repo: Repository[Order] = Repository(store, Order, snapshot_every=100)
-    order: Order = repo.update("1", lambda o: o.ship(), create=True)
+    result = repo.update("1", lambda o: o.ship(), create=True)
+    assert_type(result, CommandResult[Order])
+    assert_type(result.aggregate, Order)
+    assert_type(result.events, tuple[Event, ...])
+    assert_type(result.append, AppendResult | None)
+    if result.append is not None:
+        takes_append(result.append)
     maybe: Order | None = repo.get_or_none("2")
-    given(Order).when(lambda o: o.ship()).then(Shipped(order_id="test"))
-    return order.shipped and maybe is None
+    outcome: Outcome = given(Order).when(lambda o: o.ship())
+    outcome.then(Shipped(order_id="test"))
+    return result.aggregate.shipped and maybe is None and repo.stream_id_for("1") == "order-1"
 
 
 async def use_async_repository(store: AsyncEventStore) -> int:
     repo = AsyncRepository(store, Order)
     order = await repo.get("1")
     with message_context(correlation_id="c-1"):
-        await repo.save(order)
-    return order.version
+        saved = await repo.save(order)
+    assert_type(saved, CommandResult[Order])
+    result = await repo.update("1", lambda o: o.ship())
+    return order.version + (takes_append(result.append) if result.append else 0)
+
+
+def the_loader_hooks_are_not_methods(order: Order) -> None:
+    order.apply_stored(Shipped(order_id="1"))  # type: ignore[attr-defined]
+    order.mark_saved(1)  # type: ignore[attr-defined]
+    order.loaded_at(1)  # type: ignore[attr-defined]
+    order.to_snapshot()  # type: ignore[attr-defined]
+
+
+# Deciders: the same vocabulary, with the new state in place of the aggregate.
+
+
+@dataclasses.dataclass(frozen=True)
+class Ship:
+    order_id: str
+
+
+class OrderDecider:
+    category = "order"
+
+    def initial_state(self) -> bool:
+        return False
+
+    def decide(self, command: Ship, state: bool) -> Sequence[Event]:
+        return [] if state else [Shipped(order_id=command.order_id)]
+
+    def evolve(self, state: bool, event: Event) -> bool:
+        return state or isinstance(event, Shipped)
+
+
+def use_decider(store: EventStore) -> bool:
+    orders = DeciderRepository(store, OrderDecider())
+    result = orders.handle("1", Ship("1"))
+    assert_type(result, DeciderResult[bool])
+    assert_type(result.state, bool)
+    if result.append is not None:
+        takes_append(result.append)
+    state, info = orders.load("1")
+    return state and info.exists and result.events == (Shipped(order_id="1"),)
+
+
+async def use_async_decider(store: AsyncEventStore) -> bool:
+    orders = AsyncDeciderRepository(store, OrderDecider())
+    result = await orders.handle("1", Ship("1"), metadata={"actor": "ann"})
+    assert_type(result, DeciderResult[bool])
+    return result.state

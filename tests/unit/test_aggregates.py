@@ -12,7 +12,9 @@ from eventstore import (
     Aggregate,
     AggregateError,
     AggregateNotFoundError,
+    CommandResult,
     DeciderRepository,
+    DeciderResult,
     Event,
     EventRegistry,
     InMemoryEventStore,
@@ -109,9 +111,12 @@ def test_repository_saves_and_loads_in_memory() -> None:
     account.open("ann")
     account.deposit(10)
     result = repo.save(account)
-    assert result is not None and result.last_version == 2
+    assert result.append is not None and result.append.last_version == 2
+    assert result.aggregate is account
+    assert result.events == (AccountOpened(owner="ann"), MoneyDeposited(amount=10))
     assert account.pending_events == () and account.version == 2
-    assert repo.save(account) is None  # nothing new: nothing written
+    nothing = repo.save(account)  # nothing new: nothing written
+    assert (nothing.events, nothing.append) == ((), None)
     loaded = repo.get("1")
     assert (loaded.balance, loaded.version) == (10, 2)
     with pytest.raises(AggregateNotFoundError):
@@ -305,10 +310,12 @@ def test_an_unserializable_snapshot_does_not_fail_a_committed_save(
 ) -> None:
     repo = in_memory_repository(Adder, ADDER_REGISTRY, snapshot_every=1)
 
-    def broken(self: Aggregate) -> None:
+    import eventstore.aggregates.aggregate
+
+    def broken(aggregate: Aggregate) -> None:
         raise ValueError("cannot serialize")
 
-    monkeypatch.setattr(Adder, "to_snapshot", broken)
+    monkeypatch.setattr(eventstore.aggregates.aggregate, "to_snapshot", broken)
     repo.update("1", lambda a: a.record(Added(n=1)), create=True)
     assert repo.get("1").version == 1
 
@@ -348,3 +355,121 @@ def test_message_context_accepts_uuids() -> None:
         store.append("s", AccountOpened(owner="ann"))
     (event,) = store.read_stream("s")
     assert event.metadata.correlation_id == str(correlation)
+
+
+# What commands return: one vocabulary for both kinds of repository.
+
+
+def test_update_returns_the_aggregate_the_events_and_the_append() -> None:
+    repo = in_memory_repository(Account, registry)
+    opened = repo.update("1", lambda a: a.open("ann"), create=True)
+    result = repo.update("1", lambda a: (a.deposit(3), a.deposit(4)))
+    assert isinstance(result, CommandResult)
+    assert (result.aggregate.balance, result.aggregate.version) == (7, 3)
+    assert result.aggregate.pending_events == ()
+    assert result.events == (MoneyDeposited(amount=3), MoneyDeposited(amount=4))
+    assert result.append is not None
+    assert (result.append.stream_id, result.append.first_version) == ("account-1", 2)
+    assert result.append.last_version == 3
+    assert opened.append is not None and opened.append.positions == (1,)
+    stored = [e.event_id for e in repo.store.read_stream("account-1", from_version=2)]
+    assert list(result.append.event_ids) == stored
+
+
+def test_a_command_that_records_nothing_returns_no_append() -> None:
+    repo = in_memory_repository(Account, registry)
+    repo.update("1", lambda a: a.open("ann"), create=True)
+    result = repo.update("1", lambda a: a.balance)
+    assert (result.events, result.append, result.aggregate.version) == ((), None, 1)
+
+
+def test_a_retried_update_returns_the_result_of_the_attempt_that_saved() -> None:
+    repo = in_memory_repository(Account, registry)
+    repo.update("1", lambda a: a.open("ann"), create=True)
+    runs = 0
+
+    def deposit_while_another_writer_saves(account: Account) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            repo.store.append("account-1", MoneyDeposited(amount=100))
+        account.deposit(1)
+
+    result = repo.update("1", deposit_while_another_writer_saves)
+    assert runs == 2 and result.aggregate.balance == 101
+    assert result.append is not None and result.append.first_version == 3
+
+
+def test_handle_returns_the_new_state_the_events_and_the_append() -> None:
+    store = InMemoryEventStore(EventRegistry([Incremented]))
+    repo = DeciderRepository(store, CounterDecider())
+    repo.handle("c1", Increment(by=2))
+    result = repo.handle("c1", Increment(by=5))
+    assert isinstance(result, DeciderResult)
+    assert (result.state, result.events) == (7, (Incremented(by=5),))
+    assert result.append is not None
+    assert (result.append.stream_id, result.append.last_version) == ("counter-c1", 2)
+    assert repo.load("c1")[0] == result.state
+
+
+def test_an_empty_decision_returns_the_state_and_no_append() -> None:
+    repo = DeciderRepository(InMemoryEventStore(EventRegistry([Incremented])), CounterDecider())
+    repo.handle("c1", Increment(by=3))
+    result = repo.handle("c1", Increment(by=0, limit=0 + 3))
+    assert result.state == 3
+    nothing = DeciderRepository(repo.store, EmptyDecider()).handle("c1", Increment(by=1))
+    assert (nothing.state, nothing.events, nothing.append) == (3, (), None)
+    assert repo.store.stream_info("counter-c1").version == 2
+
+
+class EmptyDecider(CounterDecider):
+    def decide(self, command: Increment, state: int) -> Sequence[Event]:
+        return []
+
+
+def test_both_repositories_name_streams_alike() -> None:
+    accounts = in_memory_repository(Account, registry)
+    counters = DeciderRepository(InMemoryEventStore(registry), CounterDecider())
+    assert accounts.stream_id_for("7") == Account.blank("7").stream_id == "account-7"
+    assert counters.stream_id_for("7") == "counter-7"
+
+
+async def test_the_async_repositories_return_the_same_results() -> None:
+    from eventstore import AsyncDeciderRepository, AsyncInMemoryEventStore
+    from eventstore.testing import in_memory_async_repository
+
+    accounts = in_memory_async_repository(Account, registry)
+    opened = await accounts.update("1", lambda a: a.open("ann"), create=True)
+    assert opened.events == (AccountOpened(owner="ann"),) and opened.append is not None
+    account = await accounts.get("1")
+    account.deposit(5)
+    saved = await accounts.save(account)
+    assert (saved.aggregate, saved.append is not None) == (account, True)
+    assert (await accounts.save(account)).append is None
+    counters = AsyncDeciderRepository(
+        AsyncInMemoryEventStore(EventRegistry([Incremented])), CounterDecider()
+    )
+    counted = await counters.handle("c1", Increment(by=4))
+    assert (counted.state, counted.events) == (4, (Incremented(by=4),))
+    assert counted.append is not None and counted.append.last_version == 1
+
+
+def test_the_loader_hooks_are_not_in_an_aggregates_namespace() -> None:
+    from pydantic import BaseModel
+
+    public = {name for name in dir(Adder) if not name.startswith("_")} - set(dir(BaseModel))
+    ours = {"record", "stream_id", "version", "pending_events", "from_events", "blank"}
+    assert public == ours | {"category", "snapshot_version"}  # fields are not attributes
+    for hook in ("apply_stored", "loaded_at", "mark_saved", "to_snapshot", "from_snapshot"):
+        assert not hasattr(Adder, hook)
+
+
+def test_snapshots_round_trip_through_the_loader_functions() -> None:
+    from eventstore.aggregates.aggregate import from_snapshot, to_snapshot
+
+    adder = Adder.from_events("1", [Added(n=2), Added(n=3)])
+    snapshot = to_snapshot(adder)
+    assert (snapshot.stream_id, snapshot.version, snapshot.state_type) == ("adder-1", 2, "Adder")
+    restored = from_snapshot(Adder, snapshot)
+    assert restored is not None and (restored.total, restored.version) == (5, 2)
+    assert from_snapshot(Doubler, snapshot) is None  # another class wrote it

@@ -309,7 +309,7 @@ def test_table_rows_win_over_the_generic_rule(sync: Sync) -> None:
             yield await unwrap_async_connection(conn)
         """)
     assert "from contextlib import contextmanager" in out
-    assert "import SyncConnectionLike, unwrap_connection" in out
+    assert "import ConnectionLike, unwrap_connection" in out
     assert "yield unwrap_connection(conn)" in out
 
 

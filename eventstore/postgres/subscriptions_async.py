@@ -1,0 +1,607 @@
+"""The subscription engine's Postgres side: windows, checkpoints, leases and dead letters.
+
+`subscriptions_async.py` is the source and `subscriptions.py` its generated sync twin (see
+`tools/async_to_sync.py`). The engine (`eventstore.subscriptions`) decides; this module only
+runs the statements of `eventstore.postgres.subscription_sql` on the connection it is given,
+so a batch's reads, the handler's writes and the checkpoint share one transaction.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Self
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import tuple_row
+
+if True:  # ASYNC
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+else:
+    # Used by the generated sync module only (`X as X` keeps ruff from pruning it here).
+    from sqlalchemy import Engine as Engine
+    from sqlalchemy.orm import Session as Session
+
+from eventstore import _rows
+from eventstore._acompat import ALock, asleep
+from eventstore.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    InvalidArgumentError,
+    ShardCountChangedError,
+    SubscriptionNotFoundError,
+    WaitTimeoutError,
+)
+from eventstore.events import Event
+from eventstore.postgres import subscription_sql
+from eventstore.postgres.connections import libpq_url, unwrap_async_connection
+from eventstore.postgres.errors import translated_errors
+from eventstore.postgres.schema import DEFAULT_SCHEMA
+from eventstore.registry import EventRegistry
+from eventstore.settings import Settings
+from eventstore.sharding import shard_key
+from eventstore.store import AppendResult
+from eventstore.subscriptions.records import (
+    CheckpointRow,
+    DeadLetter,
+    LogPage,
+    ShardStatus,
+    TransactionInfo,
+)
+from eventstore.subscriptions.subscription import ConnectionKind, _type_names
+from eventstore.subscriptions.window import NOTHING_SEEN, PgSnapshot, Window, covers
+
+__all__ = ["AsyncSubscriptionStore"]
+
+Conn = psycopg.AsyncConnection[Any]
+
+
+class AsyncSubscriptionStore:
+    """Keeps subscriptions' checkpoints, leases and dead letters, and reads their windows.
+
+    Runners use it to read and move checkpoints; applications use it to wait for a
+    subscription to catch up with their own append (`wait_for`), and operators to see and
+    steer subscriptions (`status`, `pause`, `resume`, `reset`, `dead_letters`). It has a
+    connection pool of its own.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        registry: EventRegistry,
+        schema: str = DEFAULT_SCHEMA,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        engine: AsyncEngine | None = None,
+    ) -> None:
+        url = url or Settings.from_env().database_url
+        if url is None:
+            raise ConfigurationError(
+                "no database configured: pass a URL or set EVENTSTORE_DATABASE_URL"
+            )
+        self._url = libpq_url(url)
+        self.registry = registry
+        self.schema = schema
+        self._sql = subscription_sql.render(schema)
+        self._max_size = max_size
+        self._connect_timeout = connect_timeout
+        self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
+        self._lock = ALock()
+        self._engine = engine
+
+    async def open(self) -> None:
+        """Opens the pool, waiting for a first connection; idempotent."""
+        if self._pool is not None:
+            return
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await self._open_pool()
+
+    async def _open_pool(self) -> psycopg_pool.AsyncConnectionPool[Any]:
+        pool = psycopg_pool.AsyncConnectionPool(
+            self._url,
+            min_size=1,
+            max_size=self._max_size,
+            open=False,
+            timeout=self._connect_timeout,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, math.ceil(self._connect_timeout)),
+            },
+        )
+        try:
+            with translated_errors():
+                await pool.open(wait=True, timeout=self._connect_timeout)
+        except BaseException:
+            await pool.close()
+            raise
+        return pool
+
+    async def close(self) -> None:
+        """Closes the pool."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        """Yields a pooled connection inside a transaction that commits on success."""
+        await self.open()
+        assert self._pool is not None
+        try:
+            with translated_errors():
+                async with self._pool.connection() as conn, conn.transaction():
+                    yield conn
+        except DatabaseUnavailableError:
+            await self._pool.check()  # after a restart, drop every dead pooled connection
+            raise
+
+    @asynccontextmanager
+    async def batch_transaction(self, kind: ConnectionKind) -> AsyncIterator[tuple[Conn, Any]]:
+        """Yields a batch's transaction: the psycopg connection and what the handler gets.
+
+        ``kind`` ``"psycopg"`` gives the handler the psycopg connection itself;
+        ``"sqlalchemy"`` and ``"session"`` open the transaction through the SQLAlchemy
+        engine given to the store, and the handler gets its connection (or a session bound
+        to it, see `handler_target`), running in the same transaction as the checkpoint.
+        """
+        if kind == "psycopg":
+            async with self.transaction() as conn:
+                yield conn, conn
+            return
+        if self._engine is None:
+            raise ConfigurationError(
+                f"a subscription with connection={kind!r} needs a SQLAlchemy engine: pass "
+                "engine= to the runner (an AsyncEngine for async handlers, an Engine for "
+                "plain ones, on a 'postgresql+psycopg://' URL)"
+            )
+        with translated_errors():
+            async with self._engine.connect() as sa_conn, sa_conn.begin():
+                yield await unwrap_async_connection(sa_conn), sa_conn
+
+    @asynccontextmanager
+    async def handler_target(self, kind: ConnectionKind, conn: Any) -> AsyncIterator[Any]:
+        """Yields what one handler call gets: the connection, or a new session bound to it.
+
+        A session is flushed after the handler returns, so its changes are written before
+        the checkpoint moves, and closed, which leaves the batch's transaction alone.
+        """
+        if kind != "session":
+            yield conn
+            return
+        if True:  # ASYNC
+            session = AsyncSession(bind=conn, expire_on_commit=False)
+        else:
+            session = Session(bind=conn, expire_on_commit=False)
+        try:
+            yield session
+            await session.flush()
+        finally:
+            await session.close()
+
+    @asynccontextmanager
+    async def savepoint(self, conn: Conn) -> AsyncIterator[None]:
+        """Runs a block in a savepoint: its writes go when it raises, the batch carries on."""
+        with translated_errors():
+            async with conn.transaction():
+                yield
+
+    async def _fetch(
+        self, conn: Conn, query: bytes, params: Mapping[str, Any], prepare: bool | None = None
+    ) -> list[tuple[Any, ...]]:
+        with translated_errors():
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(query, params, prepare=prepare)
+                return await cur.fetchall() if cur.description is not None else []
+
+    async def _one(self, conn: Conn, query: bytes, params: Mapping[str, Any]) -> Any:
+        rows = await self._fetch(conn, query, params)
+        return rows[0][0] if rows else None
+
+    # Windows.
+
+    async def current_snapshot(self, conn: Conn) -> PgSnapshot:
+        """Returns the snapshot of transactions finished now."""
+        return PgSnapshot.parse(await self._one(conn, self._sql.current_snapshot, {}))
+
+    async def open_window(self, conn: Conn, window: Window) -> tuple[Window, bool]:
+        """Opens the next window up to now, starting at its first row's position.
+
+        Returns the window and whether it was newly opened (so it reaches "now").
+        """
+        if window.is_open:
+            return window, False
+        opened = window.open(await self.current_snapshot(conn))
+        from_xid, to_xid, extra = opened.candidate_ranges()
+        params = {
+            "from_xid": str(from_xid),
+            "to_xid": str(to_xid),
+            "extra_xids": [str(x) for x in extra],
+        }
+        first = await self._one(conn, self._sql.window_start, params)
+        return (opened if first is None else opened.advanced(int(first) - 1)), True
+
+    async def page(
+        self,
+        conn: Conn,
+        window: Window,
+        *,
+        shard: int,
+        shards: int,
+        limit: int,
+        event_types: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> list[_rows.RawRow]:
+        """Returns the next rows of the window after its position, in position order."""
+        from_xid, to_xid, extra = window.candidate_ranges()
+        params = {
+            "from_xid": str(from_xid),
+            "to_xid": str(to_xid),
+            "extra_xids": [str(x) for x in extra],
+            "high": str(window.high),
+            "after": window.position,
+            "shard": shard,
+            "shards": shards,
+            "types": None if event_types is None else list(event_types),
+            "prefix": stream_prefix,
+            "limit": limit,
+        }
+        # Planned for these values each time (no prepared generic plan): a window of a few
+        # transactions is best read through the transaction id index, one of a million
+        # rows (catching up) by walking positions from its start.
+        return await self._fetch(conn, self._sql.window_page, params, prepare=False)
+
+    async def read_all(
+        self,
+        after: str | None = None,
+        *,
+        batch_size: int = 1000,
+        event_types: Sequence[str | type[Event]] | None = None,
+        stream_prefix: str | None = None,
+    ) -> AsyncIterator[LogPage]:
+        """Yields every committed event once, in commit-consistent order, page by page.
+
+        Each page carries a token: pass it as ``after`` to resume exactly after that page
+        (tokens are plain strings, safe to store). The last page (possibly empty) has
+        ``caught_up`` True: everything committed when it was read has been yielded. Filters
+        are applied in SQL; a filter that matches nothing still moves the token on.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgumentError("batch_size must be an int >= 1")
+        types = None if event_types is None else _type_names(event_types)
+        window = Window() if after is None else Window.from_token(after)
+        while True:
+            async with self.transaction() as conn:
+                window, live = await self.open_window(conn, window)
+                rows = await self.page(
+                    conn,
+                    window,
+                    shard=0,
+                    shards=1,
+                    limit=batch_size,
+                    event_types=types,
+                    stream_prefix=stream_prefix,
+                )
+            events = tuple(_rows.decode_row(self.registry, row) for row in rows)
+            drained = len(rows) < batch_size
+            window = window.advanced(rows[-1][0]) if rows else window
+            window = window.drained() if drained else window
+            if rows or (drained and live):
+                yield LogPage(events, window.to_token(), drained and live)
+            if drained and live:
+                return
+
+    # Checkpoints and leases.
+
+    async def ensure_checkpoints(self, name: str, shards: int, start_at_end: bool) -> None:
+        """Creates a subscription's checkpoint rows, or checks the shard count they have."""
+        async with self.transaction() as conn:
+            counts = [r[0] for r in await self._fetch(conn, self._sql.shard_counts, {"name": name})]
+            if counts and counts != [shards]:
+                raise ShardCountChangedError(name, max(counts), shards)
+            if counts:
+                return
+            low = await self.current_snapshot(conn) if start_at_end else NOTHING_SEEN
+            params = {"name": name, "shards": shards, "low": str(low)}
+            await self._fetch(conn, self._sql.create_checkpoints, params)
+
+    async def heartbeat(self, name: str, runner: str, ttl: float) -> int:
+        """Records this runner as alive; returns how many runners (itself included) are."""
+        async with self.transaction() as conn:
+            params = {"name": name, "runner": runner, "ttl": ttl}
+            return int(await self._one(conn, self._sql.heartbeat, params))
+
+    async def leave(self, name: str, runner: str) -> None:
+        """Removes this runner from the subscription's live runners."""
+        async with self.transaction() as conn:
+            await self._fetch(conn, self._sql.leave, {"name": name, "runner": runner})
+
+    async def renew_leases(
+        self, name: str, runner: str, ttl: float, shards: Sequence[int]
+    ) -> dict[int, int]:
+        """Renews the leases of ``shards``; returns ``{shard: epoch}`` of those still held."""
+        async with self.transaction() as conn:
+            params = {"name": name, "runner": runner, "ttl": ttl, "shards": list(shards)}
+            return dict(await self._fetch(conn, self._sql.renew_leases, params))
+
+    async def claim_shards(
+        self, name: str, runner: str, ttl: float, count: int, mine: Sequence[int] = ()
+    ) -> dict[int, int]:
+        """Takes up to ``count`` free shards (``mine`` are those it works on already)."""
+        if count < 1:
+            return {}
+        async with self.transaction() as conn:
+            params = {
+                "name": name,
+                "runner": runner,
+                "ttl": ttl,
+                "count": count,
+                "mine": list(mine),
+            }
+            return dict(await self._fetch(conn, self._sql.claim_shards, params))
+
+    async def release_shard(self, name: str, shard: int, epoch: int) -> None:
+        """Gives a shard up (only if this epoch still holds it)."""
+        async with self.transaction() as conn:
+            params = {"name": name, "shard": shard, "epoch": epoch}
+            await self._fetch(conn, self._sql.release_shard, params)
+
+    async def load_checkpoint(self, conn: Conn, name: str, shard: int) -> CheckpointRow | None:
+        """Returns a shard's checkpoint, or None when the subscription has none."""
+        rows = await self._fetch(conn, self._sql.load_checkpoint, {"name": name, "shard": shard})
+        if not rows:
+            return None
+        low, high, position, status, epoch = rows[0]
+        window = Window(
+            PgSnapshot.parse(low), None if high is None else PgSnapshot.parse(high), position
+        )
+        return CheckpointRow(window, status, epoch)
+
+    async def save_checkpoint(
+        self,
+        conn: Conn,
+        name: str,
+        shard: int,
+        epoch: int,
+        window: Window,
+        handled: int,
+        ttl: float,
+    ) -> bool:
+        """Moves the checkpoint if ``epoch`` still holds the shard and it runs; tells if so."""
+        params = {
+            "name": name,
+            "shard": shard,
+            "epoch": epoch,
+            "low": str(window.low),
+            "high": None if window.high is None else str(window.high),
+            "position": window.position,
+            "handled": handled,
+            "ttl": ttl,
+        }
+        return bool(await self._fetch(conn, self._sql.save_checkpoint, params))
+
+    async def halt(self, name: str, shard: int, epoch: int, error: str) -> None:
+        """Halts a shard after a failure, keeping the error for `status`."""
+        async with self.transaction() as conn:
+            params = {"name": name, "shard": shard, "epoch": epoch, "error": error}
+            await self._fetch(conn, self._sql.halt_shard, params)
+
+    async def set_status(self, name: str, status: str) -> list[int]:
+        """Sets every shard of a subscription to running or paused; returns the shards."""
+        async with self.transaction() as conn:
+            params = {"name": name, "status": status}
+            return [r[0] for r in await self._fetch(conn, self._sql.set_status, params)]
+
+    async def reset(self, name: str, to_end: bool) -> list[int]:
+        """Moves every shard back to the start of the log, or to its end."""
+        async with self.transaction() as conn:
+            low = await self.current_snapshot(conn) if to_end else NOTHING_SEEN
+            params = {"name": name, "low": str(low)}
+            return [r[0] for r in await self._fetch(conn, self._sql.reset, params)]
+
+    async def lows(self, name: str) -> dict[int, PgSnapshot]:
+        """Returns each shard's low snapshot: what it has handled for sure."""
+        async with self.transaction() as conn:
+            rows = await self._fetch(conn, self._sql.lows, {"name": name})
+        return {shard: PgSnapshot.parse(low) for shard, low in rows}
+
+    async def snapshot_now(self) -> PgSnapshot:
+        """Returns the current snapshot, on a connection of its own."""
+        async with self.transaction() as conn:
+            return await self.current_snapshot(conn)
+
+    # Dead letters.
+
+    async def held_streams(self, conn: Conn, name: str, stream_ids: Sequence[str]) -> set[str]:
+        """Returns which of these streams have parked events (and so are held)."""
+        params = {"name": name, "stream_ids": list(stream_ids)}
+        return {r[0] for r in await self._fetch(conn, self._sql.held_streams, params)}
+
+    async def park(
+        self,
+        conn: Conn,
+        name: str,
+        shard: int,
+        row: _rows.RawRow,
+        reason: str,
+        error: BaseException | None,
+    ) -> None:
+        """Records a dead letter for a stored event row."""
+        params = {
+            "name": name,
+            "shard": shard,
+            "position": row[0],
+            "stream_id": row[1],
+            "version": row[2],
+            "event_id": row[3],
+            "event_type": row[4],
+            "reason": reason,
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+            "traceback": None if error is None else "".join(traceback.format_exception(error)),
+        }
+        await self._fetch(conn, self._sql.park, params)
+
+    async def dead_letters(
+        self, name: str, *, status: str | None = "parked", limit: int = 1000
+    ) -> list[DeadLetter]:
+        """Lists a subscription's dead letters, oldest first."""
+        async with self.transaction() as conn:
+            params = {"name": name, "status": status, "limit": limit}
+            rows = await self._fetch(conn, self._sql.list_dead_letters, params)
+        return [DeadLetter(*row) for row in rows]
+
+    async def parked_streams(self, conn: Conn, name: str, stream_id: str | None) -> list[str]:
+        """Returns the held streams (or just ``stream_id``), oldest dead letter first."""
+        params = {"name": name, "stream_id": stream_id}
+        return [r[0] for r in await self._fetch(conn, self._sql.parked_streams, params)]
+
+    async def parked_of_stream(self, conn: Conn, name: str, stream_id: str) -> list[DeadLetter]:
+        """Locks and returns one held stream's dead letters, in position order."""
+        params = {"name": name, "stream_id": stream_id}
+        return [DeadLetter(*r) for r in await self._fetch(conn, self._sql.parked_of_stream, params)]
+
+    async def read_positions(self, conn: Conn, positions: Sequence[int]) -> list[_rows.RawRow]:
+        """Returns the stored rows at these positions, in position order."""
+        params = {"positions": list(positions)}
+        return await self._fetch(conn, self._sql.read_positions, params)
+
+    async def set_dead_letter_status(self, conn: Conn, ids: Sequence[int], status: str) -> int:
+        """Marks parked dead letters retried or discarded; returns how many changed."""
+        params = {"ids": list(ids), "status": status}
+        return len(await self._fetch(conn, self._sql.set_dead_letter_status, params))
+
+    async def lock_checkpoint(self, conn: Conn, name: str, shard: int) -> None:
+        """Locks a shard's checkpoint row until the transaction ends."""
+        await self._fetch(conn, self._sql.lock_checkpoint, {"name": name, "shard": shard})
+
+    async def notifications(self, channel: str) -> AsyncIterator[str]:
+        """Yields the payload of every notification on ``channel``, on a connection of its own.
+
+        Ends (or raises `DatabaseUnavailableError`) when the connection is lost; the caller
+        reconnects and keeps polling meanwhile.
+        """
+        with translated_errors():
+            conn = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, connect_timeout=max(1, math.ceil(self._connect_timeout))
+            )
+        async with conn:
+            with translated_errors():
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                async for notify in conn.notifies():
+                    yield notify.payload
+
+    # Waiting.
+
+    async def wait_for(
+        self,
+        name: str,
+        result: AppendResult,
+        *,
+        timeout: float = 10.0,
+        poll_interval: float = 0.02,
+    ) -> None:
+        """Returns once subscription ``name`` has handled the append ``result``.
+
+        Sound although positions commit out of order: it waits until the append's
+        transaction is visible in the ``low`` snapshot of the shard that reads its stream,
+        i.e. until every event of that transaction has been handled (or parked).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            lows = await self.lows(name)
+            if lows and lows[shard_key(result.stream_id) % len(lows)].visible(
+                result.transaction_id
+            ):
+                return
+            await _pause(name, deadline, timeout, poll_interval, bool(lows))
+
+    async def wait_until_caught_up(
+        self,
+        name: str,
+        *,
+        timeout: float = 10.0,
+        poll_interval: float = 0.02,
+    ) -> None:
+        """Returns once every shard of ``name`` has handled everything committed before the call.
+
+        The deterministic "caught up" for tests: no sleeping, no guessing.
+        """
+        target = await self.snapshot_now()
+        deadline = time.monotonic() + timeout
+        while True:
+            lows = await self.lows(name)
+            if lows and all(covers(low, target) for low in lows.values()):
+                return
+            await _pause(name, deadline, timeout, poll_interval, bool(lows))
+
+    # Status.
+
+    async def status(self, name: str | None = None) -> list[ShardStatus]:
+        """Returns every shard's status, with its lag, of one subscription or all."""
+        async with self.transaction() as conn:
+            rows = await self._fetch(conn, self._sql.status, {"name": name})
+            return [await self._shard_status(conn, row) for row in rows]
+
+    async def _shard_status(self, conn: Conn, row: tuple[Any, ...]) -> ShardStatus:
+        name, shard, shards, status, owner, lease_until, live, epoch, handled = row[:9]
+        low, _high, position, last_error, updated_at, window_age, dead = row[9:]
+        low_snapshot = PgSnapshot.parse(low)
+        params = {
+            "from_xid": str(low_snapshot.xmax),
+            "extra_xids": [str(x) for x in low_snapshot.xip],
+            "shard": shard,
+            "shards": shards,
+        }
+        lag_rows = await self._fetch(conn, self._sql.lag, params)
+        lag_events, oldest = lag_rows[0]
+        return ShardStatus(
+            name=name,
+            shard=shard,
+            shards=shards,
+            status=status,
+            owner=owner if live else None,
+            lease_until=lease_until,
+            epoch=epoch,
+            handled=handled,
+            lag_events=lag_events,
+            oldest_unhandled_at=oldest,
+            window_age=window_age,
+            position=position,
+            last_error=last_error,
+            updated_at=updated_at,
+            dead_letters=dead,
+        )
+
+    async def oldest_transaction(self) -> TransactionInfo | None:
+        """Returns the oldest open transaction that has written (it holds windows back)."""
+        async with self.transaction() as conn:
+            rows = await self._fetch(conn, self._sql.oldest_transaction, {})
+        return TransactionInfo(*rows[0]) if rows else None
+
+
+async def _pause(name: str, deadline: float, timeout: float, interval: float, exists: bool) -> None:
+    """Waits before the next poll; at the deadline, raises (not found, or not caught up)."""
+    if time.monotonic() >= deadline:
+        if not exists:  # a subscription not started yet gets the whole timeout to appear
+            raise SubscriptionNotFoundError(name)
+        raise WaitTimeoutError(name, timeout)
+    await asleep(interval)

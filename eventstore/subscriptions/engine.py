@@ -1,0 +1,273 @@
+# Generated from engine_async.py by tools/async_to_sync.py: do not edit.
+# Change the async source and run `make generate`.
+# ruff: noqa: SIM117
+"""One shard's batch cycle: read the next page of its window, handle it, move the checkpoint.
+
+`engine_async.py` is the source and `engine.py` its generated sync twin (see
+`tools/async_to_sync.py`); the runner drives the async one for coroutine handlers and the
+sync one, in a thread, for plain functions.
+
+A cycle is ONE database transaction: load the checkpoint, open the next window if needed,
+read a page, call the handler on it with the transaction's connection, then move the
+checkpoint conditionally on the worker's epoch. Effects and checkpoint commit together, so
+the handler's effect is exactly once. If another runner took the shard over meanwhile (this
+one was paused past its lease), the conditional update finds nothing, the whole transaction
+rolls back, and the worker learns it is fenced.
+
+A failing handler is retried (tenacity: bounded, exponential, jittered); then the
+subscription's policy applies. ``halt`` rolls the batch back and halts the shard. ``park``
+finds the failing event by retrying smaller halves in savepoints, records it as a dead
+letter, and holds its stream: the stream's later events are parked behind it, in order,
+while every other stream moves on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import tenacity
+
+from eventstore import _rows
+from eventstore.errors import InvalidEventError, UnknownEventTypeError, UpcastError
+from eventstore.events import Event, RecordedEvent
+from eventstore.postgres.subscriptions import SubscriptionStore
+from eventstore.sharding import shard_key
+from eventstore.subscriptions.records import (
+    FencedError,
+    HaltedError,
+    RetryOutcome,
+    StepResult,
+)
+from eventstore.subscriptions.subscription import Batch, Subscription
+
+__all__ = ["ShardWorker", "discard_dead_letters", "retry_dead_letters"]
+
+logger = logging.getLogger("eventstore.subscriptions")
+
+_UNDECODABLE = (UnknownEventTypeError, UpcastError, InvalidEventError)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Parked:
+    position: int
+    stream_id: str
+    version: int
+    event_id: Any
+    event_type: str
+
+
+def _parked(event: RecordedEvent[Event]) -> _Parked:
+    return _Parked(
+        event.global_position, event.stream_id, event.version, event.event_id, event.event_type
+    )
+
+
+class ShardWorker:
+    """Runs the batch cycle of one shard of one subscription, holding it at ``epoch``."""
+
+    def __init__(
+        self,
+        source: SubscriptionStore,
+        subscription: Subscription,
+        shard: int,
+        epoch: int,
+        *,
+        lease_ttl: float,
+    ) -> None:
+        self.source = source
+        self.subscription = subscription
+        self.shard = shard
+        self.epoch = epoch
+        self.lease_ttl = lease_ttl
+
+    def step(self) -> StepResult:
+        """Runs one cycle; raises `FencedError` when the shard is no longer this worker's."""
+        try:
+            return self._step()
+        except HaltedError as halted:
+            error = halted.__cause__ or halted
+            self.source.halt(self.subscription.name, self.shard, self.epoch, _line(error))
+            logger.error(
+                "subscription shard halted",
+                extra={"subscription": self.subscription.name, "shard": self.shard},
+                exc_info=error,
+            )
+            return StepResult(0, True, "halted")
+
+    def _step(self) -> StepResult:
+        sub = self.subscription
+        with self.source.batch_transaction(sub.connection) as (conn, target):
+            checkpoint = self.source.load_checkpoint(conn, sub.name, self.shard)
+            if checkpoint is None or checkpoint.epoch != self.epoch:
+                raise FencedError(sub.name, self.shard)
+            if checkpoint.status != "running":
+                return StepResult(0, True, checkpoint.status)
+            window, live = self.source.open_window(conn, checkpoint.window)
+            rows = self.source.page(
+                conn,
+                window,
+                shard=self.shard,
+                shards=sub.shards,
+                limit=sub.batch_size,
+                event_types=sub.type_names,
+                stream_prefix=sub.stream_prefix,
+            )
+            handled = self._handle(conn, target, rows)
+            drained = len(rows) < sub.batch_size
+            moved = window.advanced(rows[-1][0]) if rows else window
+            if drained:
+                moved = moved.drained()
+            if moved != checkpoint.window and not self.source.save_checkpoint(
+                conn, sub.name, self.shard, self.epoch, moved, handled, self.lease_ttl
+            ):
+                raise FencedError(sub.name, self.shard)
+        return StepResult(len(rows), drained and live)
+
+    def _handle(self, conn: Any, target: Any, rows: Sequence[_rows.RawRow]) -> int:
+        """Handles a page: decodes, parks held and undecodable events, runs the handler."""
+        if not rows:
+            return 0
+        sub = self.subscription
+        held = self.source.held_streams(conn, sub.name, sorted({r[1] for r in rows}))
+        events: list[RecordedEvent[Event]] = []
+        for row in rows:
+            if row[1] in held:
+                self._park(conn, _Parked(*row[:5]), "held", None)
+                continue
+            try:
+                events.append(_rows.decode_row(self.source.registry, row))
+            except _UNDECODABLE as exc:
+                self._park(conn, _Parked(*row[:5]), "undecodable", exc)
+                held.add(row[1])
+        self._run(conn, target, events, held, sub.retries)
+        return len(events)
+
+    def _run(
+        self,
+        conn: Any,
+        target: Any,
+        events: list[RecordedEvent[Event]],
+        held: set[str],
+        attempts: int,
+    ) -> None:
+        """Handles events; on failure, halts or narrows down to the failing event and parks it."""
+        if not events:
+            return
+        try:
+            self._call(conn, target, events, attempts)
+            return
+        except Exception as exc:
+            if self.subscription.on_failure == "halt":
+                raise HaltedError(_line(exc)) from exc
+            if len(events) == 1:
+                self._park(conn, _parked(events[0]), "handler_failed", exc)
+                held.add(events[0].stream_id)
+                return
+        # Narrow down: halves are tried once each, a single event gets the full retries.
+        middle = len(events) // 2
+        retries = self.subscription.retries
+        self._run(conn, target, events[:middle], held, 1 if middle > 1 else retries)
+        rest = []
+        for event in events[middle:]:
+            if event.stream_id in held:
+                self._park(conn, _parked(event), "held", None)
+            else:
+                rest.append(event)
+        self._run(conn, target, rest, held, 1 if len(rest) > 1 else retries)
+
+    def _call(
+        self, conn: Any, target: Any, events: list[RecordedEvent[Event]], attempts: int
+    ) -> None:
+        """Calls the handler in a savepoint, retrying with backoff up to ``attempts`` times."""
+        batch: Batch[Any] = Batch(self.subscription.name, self.shard, tuple(events))
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(attempts),
+            wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
+            retry=tenacity.retry_if_exception_type(Exception),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                with (
+                    self.source.savepoint(conn),
+                    self.source.handler_target(self.subscription.connection, target) as given,
+                ):
+                    _call_handler(self.subscription, batch, given)
+
+    def _park(self, conn: Any, event: _Parked, reason: str, error: Exception | None) -> None:
+        logger.warning(
+            "event parked as a dead letter",
+            extra={
+                "subscription": self.subscription.name,
+                "shard": self.shard,
+                "global_position": event.position,
+                "stream_id": event.stream_id,
+                "reason": reason,
+            },
+        )
+        self.source.park(
+            conn,
+            self.subscription.name,
+            self.shard,
+            (event.position, event.stream_id, event.version, event.event_id, event.event_type),
+            reason,
+            error,
+        )
+
+
+def retry_dead_letters(
+    store: SubscriptionStore, subscription: Subscription, stream_id: str | None = None
+) -> RetryOutcome:
+    """Replays the parked events of each held stream (or one) through the handler, in order.
+
+    Each stream is one transaction: its dead letters are replayed oldest first in one
+    batch (``replay=True``) and marked retried, which releases the stream; if the handler
+    fails again, nothing changes and the stream stays held. The shard's checkpoint row is
+    locked first, so a concurrent batch of the same shard never interleaves with the replay.
+    """
+    with store.transaction() as conn:
+        streams = store.parked_streams(conn, subscription.name, stream_id)
+    released: list[str] = []
+    failed: list[str] = []
+    errors: list[str] = []
+    for stream in streams:
+        try:
+            _retry_stream(store, subscription, stream)
+            released.append(stream)
+        except Exception as exc:
+            failed.append(stream)
+            errors.append(_line(exc))
+    return RetryOutcome(tuple(released), tuple(failed), tuple(errors))
+
+
+def _retry_stream(store: SubscriptionStore, subscription: Subscription, stream_id: str) -> None:
+    with store.batch_transaction(subscription.connection) as (conn, target):
+        shard = subscription.shard_of(shard_key(stream_id))
+        store.lock_checkpoint(conn, subscription.name, shard)
+        letters = store.parked_of_stream(conn, subscription.name, stream_id)
+        if not letters:
+            return
+        rows = store.read_positions(conn, [d.global_position for d in letters])
+        events = tuple(_rows.decode_row(store.registry, row) for row in rows)
+        batch: Batch[Any] = Batch(subscription.name, shard, events, replay=True)
+        with store.handler_target(subscription.connection, target) as given:
+            _call_handler(subscription, batch, given)
+        store.set_dead_letter_status(conn, [d.id for d in letters], "retried")
+
+
+def discard_dead_letters(store: SubscriptionStore, ids: Sequence[int]) -> int:
+    """Discards dead letters: their events are never handled; a stream with none left is
+    released. Returns how many were discarded."""
+    with store.transaction() as conn:
+        return store.set_dead_letter_status(conn, ids, "discarded")
+
+
+def _call_handler(subscription: Subscription, batch: Batch[Any], conn: Any) -> None:
+    subscription.handler(batch, conn)
+
+
+def _line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

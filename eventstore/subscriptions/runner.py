@@ -1,0 +1,319 @@
+"""Runs many subscriptions in one process (asyncio): shards by lease, wake-ups, graceful stop.
+
+For each subscription the runner keeps a membership loop: it records itself as a live
+runner, renews the leases it holds, takes its fair share of free shards (a share is the
+shard count divided by the live runners, rounded up) and gives up shards above its share
+so that a runner that joins gets work. Each held shard has a worker task that runs batch
+cycles back to back while there is work, and otherwise waits for a wake-up: a LISTEN
+notification when the database sends them, else the poll interval, which always runs.
+
+A coroutine handler runs on the async engine; a plain function runs on the sync engine in a
+worker thread, with a sync connection.
+
+Nothing here dies silently: a lost database connection is retried with backoff (no batch
+was committed, so nothing is lost), any other error is logged and retried, and a shard
+taken over by another runner (this one was paused past its lease) is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Iterable
+from typing import Any, Final
+
+from eventstore.errors import ConfigurationError, DatabaseUnavailableError, EventStoreError
+from eventstore.postgres.schema import DEFAULT_SCHEMA
+from eventstore.postgres.subscriptions import SubscriptionStore
+from eventstore.postgres.subscriptions_async import AsyncSubscriptionStore
+from eventstore.registry import EventRegistry
+from eventstore.subscriptions.engine import ShardWorker
+from eventstore.subscriptions.engine_async import AsyncShardWorker
+from eventstore.subscriptions.records import FencedError, StepResult
+from eventstore.subscriptions.subscription import Subscription
+
+__all__ = ["SubscriptionRunner", "notify_channel"]
+
+logger = logging.getLogger("eventstore.subscriptions")
+
+_BACKOFF_MAX: Final = 5.0
+
+
+def notify_channel(schema: str) -> str:
+    """Returns the LISTEN channel the events table's trigger notifies for this schema."""
+    return f"eventstore_events.{schema}"
+
+
+def default_runner_id() -> str:
+    """Returns an id naming this process: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class _Shard:
+    """A held shard: its worker task and whether the runner asked it to give the shard up."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.release = False
+        self.task: asyncio.Task[None] | None = None
+
+
+class SubscriptionRunner:
+    """Runs subscriptions until stopped; any number of runners share their shards."""
+
+    def __init__(
+        self,
+        subscriptions: Iterable[Subscription],
+        *,
+        registry: EventRegistry,
+        url: str | None = None,
+        schema: str = DEFAULT_SCHEMA,
+        runner_id: str | None = None,
+        lease_ttl: float = 10.0,
+        poll_interval: float = 0.5,
+        listen: bool = True,
+        connect_timeout: float = 5.0,
+        engine: Any = None,
+        async_engine: Any = None,
+    ) -> None:
+        self.subscriptions = {s.name: s for s in subscriptions}
+        if not self.subscriptions:
+            raise EventStoreError("a runner needs at least one subscription")
+        self.runner_id = runner_id or default_runner_id()
+        self.lease_ttl = lease_ttl
+        self.poll_interval = poll_interval
+        self.listen = listen
+        self.schema = schema
+        shards = sum(s.shards for s in self.subscriptions.values())
+        _check_engines(self.subscriptions.values(), engine, async_engine)
+        # `engine` (a SQLAlchemy Engine) serves plain handlers with connection="sqlalchemy"
+        # or "session", `async_engine` (an AsyncEngine) coroutine ones.
+        self.store = AsyncSubscriptionStore(
+            url,
+            registry=registry,
+            schema=schema,
+            max_size=shards + 4,
+            connect_timeout=connect_timeout,
+            engine=async_engine,
+        )
+        self._sync_store: SubscriptionStore | None = None
+        if any(not s.is_async for s in self.subscriptions.values()):
+            self._sync_store = SubscriptionStore(
+                url,
+                registry=registry,
+                schema=schema,
+                max_size=shards + 2,
+                connect_timeout=connect_timeout,
+                engine=engine,
+            )
+        self._held: dict[tuple[str, int], _Shard] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    @property
+    def held_shards(self) -> dict[str, list[int]]:
+        """Returns the shards this runner holds now, per subscription."""
+        held: dict[str, list[int]] = {}
+        for name, shard in sorted(self._held):
+            held.setdefault(name, []).append(shard)
+        return held
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Runs until ``stop`` is set (or the task is cancelled), then stops gracefully.
+
+        Graceful: each worker finishes and commits its current batch, leases are released
+        and the runner leaves, so other runners take the shards at once.
+        """
+        await self.store.open()
+        if self._sync_store is not None:
+            await asyncio.to_thread(self._sync_store.open)
+        for sub in self.subscriptions.values():
+            await self.store.ensure_checkpoints(sub.name, sub.shards, sub.start == "end")
+        tasks = [asyncio.create_task(self._membership(sub)) for sub in self.subscriptions.values()]
+        if self.listen:
+            tasks.append(asyncio.create_task(self._listen()))
+        try:
+            if stop is None:
+                await asyncio.Event().wait()
+            else:
+                await stop.wait()
+        finally:
+            await self._shutdown(tasks)
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        self._stopping.set()
+        self._wake.set()
+        for task in tasks:
+            task.cancel()
+        workers = [s.task for s in self._held.values() if s.task is not None]
+        await asyncio.gather(*tasks, *workers, return_exceptions=True)
+        with contextlib.suppress(EventStoreError, OSError):
+            for sub in self.subscriptions.values():
+                await self.store.leave(sub.name, self.runner_id)
+        await self.store.close()
+        if self._sync_store is not None:
+            await asyncio.to_thread(self._sync_store.close)
+
+    # Membership: leases and the fair share.
+
+    async def _membership(self, sub: Subscription) -> None:
+        interval = min(self.lease_ttl / 3, 1.0)
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self._rebalance(sub)
+                failures = 0
+            except DatabaseUnavailableError as exc:
+                failures += 1
+                logger.warning("database unavailable: %s", exc, extra={"subscription": sub.name})
+            except Exception:
+                failures += 1
+                logger.exception("membership cycle failed", extra={"subscription": sub.name})
+            await self._sleep(min(interval * (2**failures), _BACKOFF_MAX) if failures else interval)
+
+    async def _rebalance(self, sub: Subscription) -> None:
+        runners = await self.store.heartbeat(sub.name, self.runner_id, self.lease_ttl)
+        working = [shard for (name, shard) in self._held if name == sub.name]
+        held = await self.store.renew_leases(sub.name, self.runner_id, self.lease_ttl, working)
+        self._drop_lost(sub.name, held)
+        fair = math.ceil(sub.shards / max(runners, 1))
+        mine = [shard for (name, shard) in self._held if name == sub.name]
+        if len(mine) < fair:
+            claimed = await self.store.claim_shards(
+                sub.name, self.runner_id, self.lease_ttl, fair - len(mine), mine
+            )
+            for shard, epoch in claimed.items():
+                self._start(sub, shard, epoch)
+        elif len(mine) > fair:
+            for shard in sorted(mine)[fair:]:
+                self._held[(sub.name, shard)].release = True
+
+    def _drop_lost(self, name: str, held: dict[int, int]) -> None:
+        """Stops the workers of shards whose lease another runner took."""
+        for (sub_name, shard), state in list(self._held.items()):
+            if sub_name == name and held.get(shard) != state.epoch:
+                logger.warning(
+                    "shard taken over by another runner",
+                    extra={"subscription": name, "shard": shard},
+                )
+                state.release = True
+
+    def _start(self, sub: Subscription, shard: int, epoch: int) -> None:
+        state = _Shard(epoch)
+        self._held[(sub.name, shard)] = state
+        state.task = asyncio.create_task(self._work(sub, shard, state))
+        logger.info("shard taken", extra={"subscription": sub.name, "shard": shard, "epoch": epoch})
+
+    # Workers.
+
+    async def _work(self, sub: Subscription, shard: int, state: _Shard) -> None:
+        step = self._stepper(sub, shard, state.epoch)
+        failures = 0
+        try:
+            while not self._stopping.is_set() and not state.release:
+                try:
+                    result = await step()
+                    failures = 0
+                except FencedError:
+                    logger.warning(
+                        "fenced: another runner holds the shard",
+                        extra={"subscription": sub.name, "shard": shard},
+                    )
+                    return
+                except DatabaseUnavailableError as exc:
+                    failures += 1
+                    logger.warning(
+                        "database unavailable, retrying: %s",
+                        exc,
+                        extra={"subscription": sub.name, "shard": shard},
+                    )
+                    await self._sleep(min(0.1 * 2**failures, _BACKOFF_MAX))
+                    continue
+                except Exception:
+                    failures += 1
+                    logger.exception(
+                        "batch cycle failed", extra={"subscription": sub.name, "shard": shard}
+                    )
+                    await self._sleep(min(0.1 * 2**failures, _BACKOFF_MAX))
+                    continue
+                if result.caught_up or result.status != "running":
+                    await self._sleep(self.poll_interval)
+            if state.release and not self._stopping.is_set():
+                await self.store.release_shard(sub.name, shard, state.epoch)
+        finally:
+            self._held.pop((sub.name, shard), None)
+            if self._stopping.is_set():
+                with contextlib.suppress(EventStoreError, OSError):
+                    await self.store.release_shard(sub.name, shard, state.epoch)
+
+    def _stepper(self, sub: Subscription, shard: int, epoch: int) -> Any:
+        if sub.is_async:
+            worker = AsyncShardWorker(self.store, sub, shard, epoch, lease_ttl=self.lease_ttl)
+            return worker.step
+        assert self._sync_store is not None
+        sync_worker = ShardWorker(self._sync_store, sub, shard, epoch, lease_ttl=self.lease_ttl)
+
+        async def step() -> StepResult:
+            return await asyncio.to_thread(sync_worker.step)
+
+        return step
+
+    async def _sleep(self, seconds: float) -> None:
+        """Waits for a wake-up, the stop, or ``seconds``, whichever comes first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    # Wake-ups.
+
+    async def _listen(self) -> None:
+        """Sets the wake-up on every notification; reconnects with backoff, forever."""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self._listen_once()
+            except (DatabaseUnavailableError, OSError) as exc:
+                failures += 1
+                logger.info("LISTEN connection lost, polling meanwhile: %s", exc)
+                await asyncio.sleep(min(0.5 * 2**failures, _BACKOFF_MAX))
+
+    async def _listen_once(self) -> None:
+        async for _ in self.store.notifications(notify_channel(self.schema)):
+            self._pulse()
+
+    def _pulse(self) -> None:
+        """Wakes every waiting worker once."""
+        self._wake.set()
+        self._wake = asyncio.Event()
+
+
+def _check_engines(subs: Iterable[Subscription], engine: Any, async_engine: Any) -> None:
+    """Refuses, before anything runs, a SQLAlchemy subscription without its engine."""
+    for sub in subs:
+        if sub.connection == "psycopg":
+            continue
+        if (async_engine if sub.is_async else engine) is None:
+            wanted = "async_engine= (an AsyncEngine)" if sub.is_async else "engine= (an Engine)"
+            raise ConfigurationError(
+                f"subscription {sub.name!r} has connection={sub.connection!r}: pass {wanted} "
+                "on a 'postgresql+psycopg://' URL to the runner"
+            )
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """Stops gracefully on the first SIGTERM/SIGINT; a second one exits at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(1)
+        logger.info("stopping: finishing the current batches (signal again to force)")
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
