@@ -57,7 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         schema=args.schema,
         lease_ttl=args.lease_ttl,
         poll_interval=args.poll_interval,
-        listen=not args.no_listen,
+        wake_interval=args.wake_interval,
+        listen=args.listen,
         runner_id=args.runner_id,
     )
 
@@ -176,8 +177,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = add("run", "run the subscriptions of module:name until SIGTERM/SIGINT")
     run.add_argument("target", help="module:name of a SubscriptionGroup")
     run.add_argument("--lease-ttl", type=float, default=10.0)
-    run.add_argument("--poll-interval", type=float, default=0.5)
-    run.add_argument("--no-listen", action="store_true", help="poll only, no LISTEN/NOTIFY")
+    run.add_argument(
+        "--poll-interval", type=float, default=1.0, help="full look at least this often (s)"
+    )
+    run.add_argument(
+        "--wake-interval", type=float, default=0.05, help="snapshot check interval (s)"
+    )
+    run.add_argument(
+        "--listen", action="store_true", help="also wake on NOTIFY eventstore_events.<schema>"
+    )
     run.add_argument("--runner-id", default=None)
     run.set_defaults(handler=cmd_run)
     status = add("status", "owners, lag, dead letters per shard")

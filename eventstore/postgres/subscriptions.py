@@ -421,6 +421,11 @@ class SubscriptionStore:
             rows = self._fetch(conn, self._sql.lows, {"name": name})
         return {shard: PgSnapshot.parse(low) for shard, low in rows}
 
+    def snapshot_text(self) -> str:
+        """Returns the current snapshot's text form: a change means a transaction finished."""
+        with self.transaction() as conn:
+            return str(self._one(conn, self._sql.current_snapshot, {}))
+
     def snapshot_now(self) -> PgSnapshot:
         """Returns the current snapshot, on a connection of its own."""
         with self.transaction() as conn:

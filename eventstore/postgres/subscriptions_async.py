@@ -424,6 +424,11 @@ class AsyncSubscriptionStore:
             rows = await self._fetch(conn, self._sql.lows, {"name": name})
         return {shard: PgSnapshot.parse(low) for shard, low in rows}
 
+    async def snapshot_text(self) -> str:
+        """Returns the current snapshot's text form: a change means a transaction finished."""
+        async with self.transaction() as conn:
+            return str(await self._one(conn, self._sql.current_snapshot, {}))
+
     async def snapshot_now(self) -> PgSnapshot:
         """Returns the current snapshot, on a connection of its own."""
         async with self.transaction() as conn:

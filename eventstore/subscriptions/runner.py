@@ -4,8 +4,14 @@ For each subscription the runner keeps a membership loop: it records itself as a
 runner, renews the leases it holds, takes its fair share of free shards (a share is the
 shard count divided by the live runners, rounded up) and gives up shards above its share
 so that a runner that joins gets work. Each held shard has a worker task that runs batch
-cycles back to back while there is work, and otherwise waits for a wake-up: a LISTEN
-notification when the database sends them, else the poll interval, which always runs.
+cycles back to back while there is work, and otherwise waits for a wake-up. One watcher
+per runner asks Postgres for its current snapshot every ``wake_interval`` (50 ms: one
+query that touches no table) and wakes the workers when it changed, that is when some
+transaction finished; with ``listen=True`` a LISTEN connection also wakes them on
+notifications the application sends; and every ``poll_interval`` a worker looks anyway.
+A statement-level NOTIFY trigger on the events table was measured and rejected: a
+transaction that notifies takes a cluster-wide lock through its commit's WAL flush, which
+serialised concurrent appends (see docs/discussions/subscriptions.md).
 
 A coroutine handler runs on the async engine; a plain function runs on the sync engine in a
 worker thread, with a sync connection.
@@ -46,7 +52,11 @@ _BACKOFF_MAX: Final = 5.0
 
 
 def notify_channel(schema: str) -> str:
-    """Returns the LISTEN channel the events table's trigger notifies for this schema."""
+    """Returns the channel runners LISTEN on (``listen=True``) for this schema.
+
+    An application that wants its own appends picked up at once sends ``NOTIFY`` on it
+    after its commit (never inside the appending transaction: see the module docstring).
+    """
     return f"eventstore_events.{schema}"
 
 
@@ -56,12 +66,15 @@ def default_runner_id() -> str:
 
 
 class _Shard:
-    """A held shard: its worker task and whether the runner asked it to give the shard up."""
+    """A held shard: its worker task, its wake-up, and whether to give the shard up."""
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
         self.release = False
         self.task: asyncio.Task[None] | None = None
+        # Set by wake-ups, cleared by the worker before each cycle: a wake-up that comes
+        # while a cycle runs is kept, and the worker looks again at once.
+        self.wake = asyncio.Event()
 
 
 class SubscriptionRunner:
@@ -76,8 +89,9 @@ class SubscriptionRunner:
         schema: str = DEFAULT_SCHEMA,
         runner_id: str | None = None,
         lease_ttl: float = 10.0,
-        poll_interval: float = 0.5,
-        listen: bool = True,
+        poll_interval: float = 1.0,
+        wake_interval: float = 0.05,
+        listen: bool = False,
         connect_timeout: float = 5.0,
         engine: Any = None,
         async_engine: Any = None,
@@ -88,6 +102,7 @@ class SubscriptionRunner:
         self.runner_id = runner_id or default_runner_id()
         self.lease_ttl = lease_ttl
         self.poll_interval = poll_interval
+        self.wake_interval = wake_interval
         self.listen = listen
         self.schema = schema
         shards = sum(s.shards for s in self.subscriptions.values())
@@ -113,7 +128,6 @@ class SubscriptionRunner:
                 engine=engine,
             )
         self._held: dict[tuple[str, int], _Shard] = {}
-        self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
     @property
@@ -136,6 +150,7 @@ class SubscriptionRunner:
         for sub in self.subscriptions.values():
             await self.store.ensure_checkpoints(sub.name, sub.shards, sub.start == "end")
         tasks = [asyncio.create_task(self._membership(sub)) for sub in self.subscriptions.values()]
+        tasks.append(asyncio.create_task(self._watch()))
         if self.listen:
             tasks.append(asyncio.create_task(self._listen()))
         try:
@@ -148,7 +163,7 @@ class SubscriptionRunner:
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         self._stopping.set()
-        self._wake.set()
+        self._wake_all()
         for task in tasks:
             task.cancel()
         workers = [s.task for s in self._held.values() if s.task is not None]
@@ -175,7 +190,8 @@ class SubscriptionRunner:
             except Exception:
                 failures += 1
                 logger.exception("membership cycle failed", extra={"subscription": sub.name})
-            await self._sleep(min(interval * (2**failures), _BACKOFF_MAX) if failures else interval)
+            delay = min(interval * (2**failures), _BACKOFF_MAX) if failures else interval
+            await self._pause(None, delay)
 
     async def _rebalance(self, sub: Subscription) -> None:
         runners = await self.store.heartbeat(sub.name, self.runner_id, self.lease_ttl)
@@ -217,6 +233,7 @@ class SubscriptionRunner:
         failures = 0
         try:
             while not self._stopping.is_set() and not state.release:
+                state.wake.clear()
                 try:
                     result = await step()
                     failures = 0
@@ -233,17 +250,17 @@ class SubscriptionRunner:
                         exc,
                         extra={"subscription": sub.name, "shard": shard},
                     )
-                    await self._sleep(min(0.1 * 2**failures, _BACKOFF_MAX))
+                    await self._pause(None, min(0.1 * 2**failures, _BACKOFF_MAX))
                     continue
                 except Exception:
                     failures += 1
                     logger.exception(
                         "batch cycle failed", extra={"subscription": sub.name, "shard": shard}
                     )
-                    await self._sleep(min(0.1 * 2**failures, _BACKOFF_MAX))
+                    await self._pause(None, min(0.1 * 2**failures, _BACKOFF_MAX))
                     continue
                 if result.caught_up or result.status != "running":
-                    await self._sleep(self.poll_interval)
+                    await self._pause(state.wake, self.poll_interval)
             if state.release and not self._stopping.is_set():
                 await self.store.release_shard(sub.name, shard, state.epoch)
         finally:
@@ -264,32 +281,52 @@ class SubscriptionRunner:
 
         return step
 
-    async def _sleep(self, seconds: float) -> None:
-        """Waits for a wake-up, the stop, or ``seconds``, whichever comes first."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+    async def _pause(self, wake: asyncio.Event | None, seconds: float) -> None:
+        """Waits for ``wake`` (if any), the stop, or ``seconds``, whichever comes first."""
+        waits = [asyncio.ensure_future(self._stopping.wait())]
+        if wake is not None:
+            waits.append(asyncio.ensure_future(wake.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    def _wake_all(self) -> None:
+        for state in self._held.values():
+            state.wake.set()
 
     # Wake-ups.
 
-    async def _listen(self) -> None:
-        """Sets the wake-up on every notification; reconnects with backoff, forever."""
+    async def _watch(self) -> None:
+        """Wakes the workers whenever Postgres's current snapshot changed (cheap polling)."""
+        last: str | None = None
         failures = 0
         while not self._stopping.is_set():
             try:
-                await self._listen_once()
+                current = await self.store.snapshot_text()
+                failures = 0
+            except (DatabaseUnavailableError, OSError):
+                failures += 1
+                await self._pause(None, min(0.1 * 2**failures, _BACKOFF_MAX))
+                continue
+            if current != last:
+                last = current
+                self._wake_all()
+            await self._pause(None, self.wake_interval)
+
+    async def _listen(self) -> None:
+        """Wakes the workers on every notification; reconnects with backoff, forever."""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                async for _ in self.store.notifications(notify_channel(self.schema)):
+                    self._wake_all()
+                    failures = 0
             except (DatabaseUnavailableError, OSError) as exc:
                 failures += 1
                 logger.info("LISTEN connection lost, polling meanwhile: %s", exc)
-                await asyncio.sleep(min(0.5 * 2**failures, _BACKOFF_MAX))
-
-    async def _listen_once(self) -> None:
-        async for _ in self.store.notifications(notify_channel(self.schema)):
-            self._pulse()
-
-    def _pulse(self) -> None:
-        """Wakes every waiting worker once."""
-        self._wake.set()
-        self._wake = asyncio.Event()
+                await self._pause(None, min(0.5 * 2**failures, _BACKOFF_MAX))
 
 
 def _check_engines(subs: Iterable[Subscription], engine: Any, async_engine: Any) -> None:

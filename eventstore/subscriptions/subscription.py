@@ -106,13 +106,13 @@ class Subscription:
             raise ConfigurationError(f"start must be 'beginning' or 'end', not {self.start!r}")
         if self.event_types is not None:
             object.__setattr__(self, "event_types", _type_names(self.event_types))
+        if self.stream_prefix is not None and not isinstance(self.stream_prefix, str):
+            raise ConfigurationError("stream_prefix must be a str")
 
     @property
     def type_names(self) -> tuple[str, ...] | None:
         """Returns the stored type names the subscription reads, or None for all."""
         return None if self.event_types is None else _type_names(self.event_types)
-        if self.stream_prefix is not None and not isinstance(self.stream_prefix, str):
-            raise ConfigurationError("stream_prefix must be a str")
 
     def _check_numbers(self) -> None:
         for field, value, low, high in (

@@ -81,26 +81,10 @@ def upgrade() -> None:
     )
     op.create_index("dead_letters_parked_idx", "dead_letters", ["name", "stream_id"],
                     schema=schema, postgresql_where=sa.text("status = 'parked'"))
-    # Wake-ups for caught-up runners: one notification per inserting statement, delivered
-    # at commit (Postgres folds identical ones within a transaction). Polling stays the
-    # guarantee; see docs/discussions/subscriptions.md for what this costs an append.
-    quoted = op.get_context().dialect.identifier_preparer.quote_schema(schema)
-    op.execute(
-        f"CREATE FUNCTION {quoted}.notify_events() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        "BEGIN PERFORM pg_notify('eventstore_events.' || TG_TABLE_SCHEMA, ''); "
-        "RETURN NULL; END $$"
-    )
-    op.execute(
-        f"CREATE TRIGGER events_notify AFTER INSERT ON {quoted}.events "
-        f"FOR EACH STATEMENT EXECUTE FUNCTION {quoted}.notify_events()"
-    )
 
 
 def downgrade() -> None:
     schema = migration_schema(op.get_context().config)
-    quoted = op.get_context().dialect.identifier_preparer.quote_schema(schema)
-    op.execute(f"DROP TRIGGER IF EXISTS events_notify ON {quoted}.events")
-    op.execute(f"DROP FUNCTION IF EXISTS {quoted}.notify_events()")
     op.drop_table("dead_letters", schema=schema)
     op.drop_table("runners", schema=schema)
     op.drop_table("checkpoints", schema=schema)
