@@ -110,6 +110,11 @@ HALT_SHARD: Final = (
     "WHERE name = %(name)s AND shard = %(shard)s AND epoch = %(epoch)s"
 )
 
+NOTE_ERROR: Final = (
+    "UPDATE {checkpoints} SET last_error = %(error)s, updated_at = now() "
+    "WHERE name = %(name)s AND shard = %(shard)s AND epoch = %(epoch)s"
+)
+
 SET_STATUS: Final = (
     "UPDATE {checkpoints} SET status = %(status)s, updated_at = now(), "
     "last_error = CASE WHEN %(status)s = 'running' THEN NULL ELSE last_error END "
@@ -213,6 +218,7 @@ class SubscriptionStatements:
     load_checkpoint: bytes
     save_checkpoint: bytes
     halt_shard: bytes
+    note_error: bytes
     set_status: bytes
     reset: bytes
     lows: bytes

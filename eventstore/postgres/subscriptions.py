@@ -402,6 +402,12 @@ class SubscriptionStore:
             params = {"name": name, "shard": shard, "epoch": epoch, "error": error}
             self._fetch(conn, self._sql.halt_shard, params)
 
+    def note_error(self, name: str, shard: int, epoch: int, error: str) -> None:
+        """Records why a shard's batch was postponed, for `status` (until a batch succeeds)."""
+        with self.transaction() as conn:
+            params = {"name": name, "shard": shard, "epoch": epoch, "error": error}
+            self._fetch(conn, self._sql.note_error, params)
+
     def set_status(self, name: str, status: str) -> list[int]:
         """Sets every shard of a subscription to running or paused; returns the shards."""
         with self.transaction() as conn:

@@ -22,6 +22,7 @@ from eventstore.subscriptions.records import (
 from eventstore.subscriptions.subscription import (
     Batch,
     FailurePolicy,
+    RetryLater,
     Subscription,
     SubscriptionGroup,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "DeadLetter",
     "FailurePolicy",
     "LogPage",
+    "RetryLater",
     "RetryOutcome",
     "ShardStatus",
     "Subscription",

@@ -36,6 +36,7 @@ from eventstore.sharding import shard_key
 from eventstore.subscriptions.records import (
     FencedError,
     HaltedError,
+    PostponedError,
     RetryOutcome,
     StepResult,
 )
@@ -85,6 +86,17 @@ class AsyncShardWorker:
         """Runs one cycle; raises `FencedError` when the shard is no longer this worker's."""
         try:
             return await self._step()
+        except PostponedError as postponed:
+            error = postponed.__cause__ or postponed
+            await self.source.note_error(
+                self.subscription.name, self.shard, self.epoch, _line(error)
+            )
+            logger.warning(
+                "batch postponed: %s",
+                _line(error),
+                extra={"subscription": self.subscription.name, "shard": self.shard},
+            )
+            return StepResult(0, False, "postponed")
         except HaltedError as halted:
             error = halted.__cause__ or halted
             await self.source.halt(self.subscription.name, self.shard, self.epoch, _line(error))
@@ -158,6 +170,8 @@ class AsyncShardWorker:
             await self._call(conn, target, events, attempts)
             return
         except Exception as exc:
+            if self.subscription.is_transient(exc):
+                raise PostponedError(_line(exc)) from exc
             if self.subscription.on_failure == "halt":
                 raise HaltedError(_line(exc)) from exc
             if len(events) == 1:
@@ -184,7 +198,9 @@ class AsyncShardWorker:
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(attempts),
             wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
-            retry=tenacity.retry_if_exception_type(Exception),
+            retry=tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, Exception) and not self.subscription.is_transient(exc)
+            ),
             reraise=True,
         )
         async for attempt in retrying:

@@ -16,6 +16,7 @@ __all__ = [
     "FencedError",
     "HaltedError",
     "LogPage",
+    "PostponedError",
     "RetryOutcome",
     "ShardStatus",
     "StepResult",
@@ -107,6 +108,10 @@ class TransactionInfo:
 
 class FencedError(Exception):
     """Tells a worker that another runner holds its shard now (internal to the engine)."""
+
+
+class PostponedError(Exception):
+    """Carries a transient handler error: the batch rolls back and is retried later."""
 
 
 class HaltedError(Exception):

@@ -236,7 +236,6 @@ class SubscriptionRunner:
                 state.wake.clear()
                 try:
                     result = await step()
-                    failures = 0
                 except FencedError:
                     logger.warning(
                         "fenced: another runner holds the shard",
@@ -259,12 +258,19 @@ class SubscriptionRunner:
                     )
                     await self._pause(None, min(0.1 * 2**failures, _BACKOFF_MAX))
                     continue
+                if result.status == "postponed":  # the handler's world is unavailable
+                    failures += 1
+                    await self._pause(None, min(0.2 * 2**failures, _BACKOFF_MAX))
+                    continue
+                failures = 0
                 if result.caught_up or result.status != "running":
                     await self._pause(state.wake, self.poll_interval)
             if state.release and not self._stopping.is_set():
                 await self.store.release_shard(sub.name, shard, state.epoch)
         finally:
-            self._held.pop((sub.name, shard), None)
+            # Only this worker's own entry: the shard may have been claimed anew meanwhile.
+            if self._held.get((sub.name, shard)) is state:
+                del self._held[(sub.name, shard)]
             if self._stopping.is_set():
                 with contextlib.suppress(EventStoreError, OSError):
                     await self.store.release_shard(sub.name, shard, state.epoch)

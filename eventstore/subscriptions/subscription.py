@@ -17,6 +17,7 @@ __all__ = [
     "ConnectionKind",
     "FailurePolicy",
     "Handler",
+    "RetryLater",
     "Start",
     "Subscription",
     "SubscriptionGroup",
@@ -32,6 +33,15 @@ Handler = Callable[["Batch[Any]", Any], "Awaitable[None] | None"]
 # Names appear in logs, the CLI and metrics: keep them plain.
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}")
 MAX_SHARDS: Final = 1024
+
+
+class RetryLater(Exception):
+    """Tells the engine: not now. The whole batch rolls back and is tried again after a backoff.
+
+    Raise it (or an exception listed in `Subscription.transient`) when what the handler
+    talks to is unavailable (a broker down, a timeout): nothing is parked, nothing is
+    skipped, and the shard's status shows the error until a batch succeeds.
+    """
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,6 +79,9 @@ class Subscription:
       dead letter and holds its stream (its later events park behind it, in order) while
       every other stream moves on; ``"halt"`` stops the shard.
     - ``start``: where a new subscription begins: the beginning of the log, or its end.
+    - ``transient``: exception classes that mean "unavailable, try later" (like
+      `RetryLater`): the batch rolls back and is retried after a backoff, forever, and
+      nothing is parked.
     - ``connection``: what the handler gets: the batch's psycopg connection (default), or,
       through the SQLAlchemy engine given to the runner, a SQLAlchemy ``Connection`` /
       ``AsyncConnection`` or a ``Session`` / ``AsyncSession`` in the same transaction.
@@ -84,6 +97,7 @@ class Subscription:
     retries: int = 3
     start: Start = "beginning"
     connection: ConnectionKind = "psycopg"
+    transient: tuple[type[BaseException], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
@@ -108,6 +122,10 @@ class Subscription:
             object.__setattr__(self, "event_types", _type_names(self.event_types))
         if self.stream_prefix is not None and not isinstance(self.stream_prefix, str):
             raise ConfigurationError("stream_prefix must be a str")
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Tells whether a handler error means "try the batch again later"."""
+        return isinstance(error, (RetryLater, *self.transient))
 
     @property
     def type_names(self) -> tuple[str, ...] | None:

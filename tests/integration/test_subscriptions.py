@@ -27,6 +27,7 @@ from eventstore import (
 from eventstore.subscriptions import (
     AsyncSubscriptionStore,
     Batch,
+    RetryLater,
     Subscription,
     SubscriptionRunner,
     SubscriptionStore,
@@ -240,6 +241,32 @@ async def test_park_holds_the_poisoned_stream_and_a_retry_releases_it_in_order(u
         assert outcome.released == ("bad-1",)
         assert sync_store.dead_letters("parky") == []
     assert [v for s, v in seen(url, "parky") if s == "bad-1"] == [1, 2, 3, 4, 5]
+
+
+async def test_an_unavailable_dependency_postpones_the_batch_and_parks_nothing(url: str) -> None:
+    append_many(url, streams=2, per_stream=3)
+    calls = {"n": 0}
+    record = recorder("later")
+
+    def flaky(batch: Batch[Any], conn: psycopg.Connection[Any]) -> None:
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            raise RetryLater("broker down")
+        record(batch, conn)
+
+    async with running(url, Subscription("later", flaky)) as store:
+        errors: list[str | None] = []
+        for _ in range(400):
+            errors = [s.last_error for s in await store.status("later")]
+            if any(errors):
+                break
+            await asyncio.sleep(0.01)  # polling the status, with a deadline
+        assert errors == ["RetryLater: broker down"]
+        await store.wait_until_caught_up("later", timeout=20)
+        assert await store.dead_letters("later") == []
+        (status,) = await store.status("later")
+    assert status.last_error is None
+    assert len(seen(url, "later")) == 6
 
 
 async def test_halt_stops_only_the_failing_shard_and_says_why(url: str) -> None:

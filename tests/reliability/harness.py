@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 
 def wait_for(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     timeout: float,
     what: str,
     *,
@@ -53,7 +53,7 @@ def wait_for(
 
 def rows(url: str, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(query, params).fetchall()  # type: ignore[arg-type, unused-ignore]
 
 
 def scalar(url: str, query: str, params: Sequence[Any] = ()) -> Any:
@@ -62,7 +62,7 @@ def scalar(url: str, query: str, params: Sequence[Any] = ()) -> Any:
 
 def create_handled_table(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(HANDLED_TABLE)  # type: ignore[arg-type]
+        conn.execute(HANDLED_TABLE)  # type: ignore[arg-type, unused-ignore]
 
 
 def handled_count(url: str) -> int:

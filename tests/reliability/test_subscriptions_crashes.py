@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,6 +37,7 @@ from tests.reliability.harness import (
     scalar,
     start_runner,
     start_writer,
+    status,
     stop_all,
     stored_ids,
     transaction_status,
@@ -80,6 +82,10 @@ def _kill_point(
     )
 
 
+def _describe_with(url: str, process: Process) -> str:
+    return f"{describe(url)}\n{process.tail()}"
+
+
 def _settled(url: str, xids: list[int]) -> list[str] | None:
     """Returns how these transactions ended, or None while one is still in progress."""
     statuses = [transaction_status(url, xid) for xid in xids]
@@ -117,17 +123,17 @@ def test_runners_killed_at_random_points_leave_every_event_handled_exactly_once(
                 30,
                 f"kill {cycle} ({mode}) of runner {runner_id} (seed {seed})",
                 interval=0.02,
-                diagnose=lambda victim=victim: f"{describe(url)}\n{victim.tail()}",
+                diagnose=partial(_describe_with, url, victim),
             )
             open_batches = in_flight_batches(url, runner_id)
             victim.kill()
             assert victim.popen.returncode == -signal.SIGKILL, victim.tail()
             kills[mode] += 1
             # A batch open at the kill that then aborted was cut in the middle.
-            outcomes = wait_for(
-                lambda xids=open_batches: _settled(url, xids), 30, "the killed runner's batches end"
+            ended = wait_for(
+                partial(_settled, url, open_batches), 30, "the killed runner's batches end"
             )
-            cut += "aborted" in outcomes
+            cut += "aborted" in ended
             spent.append(victim)
             ids[slot] = f"{slot}{cycle}"
             slots[slot] = start_runner(url, tmp_path, ids[slot], lease_ttl=ttl, env=env)
@@ -183,6 +189,7 @@ def test_a_runner_frozen_past_its_lease_is_fenced_and_nothing_is_applied_twice(
             "B handles events while A is frozen",
         )
 
+        resumed_at = scalar(url, "SELECT clock_timestamp()")
         first.signal(signal.SIGCONT)
         # A's open batches find their epoch gone and roll back: nothing of them commits.
         wait_for(
@@ -208,6 +215,11 @@ def test_a_runner_frozen_past_its_lease_is_fenced_and_nothing_is_applied_twice(
         # A handled events both before the freeze and after it resumed.
         pids = {r[0] for r in rows(url, "SELECT DISTINCT pid FROM handled")}
         assert pids == {first.pid, second.pid}
+        assert scalar(
+            url,
+            "SELECT count(*) FROM handled WHERE pid = %s AND handled_at > %s",
+            (first.pid, resumed_at),
+        ), "A handled nothing after it resumed"
         for runner in (first, second):
             runner.signal(signal.SIGTERM)
         finish([first, second], 30)
@@ -313,7 +325,7 @@ def test_no_acknowledged_event_is_lost_or_handled_twice_when_postgres_restarts_u
 
 def _answers(url: str) -> bool:
     try:
-        return scalar(url, "SELECT 1") == 1
+        return bool(scalar(url, "SELECT 1") == 1)
     except Exception:
         return False
 
@@ -375,10 +387,19 @@ def test_a_runner_restarted_under_the_same_runner_id_takes_its_shards_back(
     processes = [runner]
     try:
         wait_for(lambda: set(owners(url).values()) == {"stable-id"}, 20, "the runner holds all")
+        epochs = {s.shard: s.epoch for s in status(url)}
         runner.kill()
         # Restarted by its supervisor under the same name (a pod name, a unit name).
         runner = start_runner(url, tmp_path, "stable-id")
         processes.append(runner)
+        # It takes the shards back under new epochs, which fence out the old process
+        # should it still be alive somewhere.
+        wait_for(
+            lambda: all(s.owner == "stable-id" and s.epoch > epochs[s.shard] for s in status(url)),
+            10,
+            "the restarted runner takes its shards back under new epochs",
+            diagnose=lambda: describe(url),
+        )
         writer = start_writer(url, tmp_path, "w", seed=1, events=100)
         processes.append(writer)
         finish([writer], 60)

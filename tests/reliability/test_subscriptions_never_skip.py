@@ -170,8 +170,12 @@ def test_every_committed_event_is_handled_once_in_stream_order_and_a_long_transa
         # gracefully on SIGTERM.
         per_runner = dict(rows(url, "SELECT pid, count(*) FROM handled GROUP BY pid"))
         assert set(per_runner) == {r.pid for r in runners}, per_runner
-        held = sorted(owners(url).values(), key=str)
-        assert held == ["A", "A", "B", "B"], held
+        wait_for(
+            lambda: sorted(owners(url).values(), key=str) == ["A", "A", "B", "B"],
+            10,
+            "A and B hold two shards each",
+            diagnose=lambda: describe(url),
+        )
         for runner in runners:
             runner.signal(signal.SIGTERM)
         finish(runners, 30)
