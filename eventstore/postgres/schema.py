@@ -104,7 +104,45 @@ def make_metadata(schema: str = DEFAULT_SCHEMA) -> sa.MetaData:
         postgresql_with=STORAGE,
     )
     _subscription_tables(md)
+    _projection_and_inbox_tables(md)
     return md
+
+
+def _projection_and_inbox_tables(md: sa.MetaData) -> None:
+    """Adds the projections' version rows and the consumers' inbox."""
+    sa.Table(
+        "projections",
+        md,
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("status", sa.Text, nullable=False, server_default="building"),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column("switched_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("name", "version", name="projections_pkey"),
+        sa.CheckConstraint(
+            "status IN ('building', 'live', 'retired')", name="projections_status_check"
+        ),
+        sa.Index(
+            "projections_one_live_idx",
+            "name",
+            unique=True,
+            postgresql_where=sa.text("status = 'live'"),
+        ),
+        postgresql_with=STORAGE,
+    )
+    sa.Table(
+        "inbox",
+        md,
+        sa.Column("consumer", sa.Text, nullable=False),
+        sa.Column("message_id", sa.Text, nullable=False),
+        sa.Column(
+            "processed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.PrimaryKeyConstraint("consumer", "message_id", name="inbox_pkey"),
+        postgresql_with=STORAGE,
+    )
 
 
 def _now() -> sa.Column[Any]:
