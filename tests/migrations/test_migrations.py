@@ -86,8 +86,7 @@ def test_tables_are_not_analyzed_while_tiny(eventstore_database_url: str) -> Non
             "AND relname <> 'alembic_version'"
         ).fetchall()
     assert {name: options for name, options in rows} == {
-        name: ["autovacuum_analyze_threshold=10000"]
-        for name in ALL_TABLES - {"alembic_version"}
+        name: ["autovacuum_analyze_threshold=10000"] for name in ALL_TABLES - {"alembic_version"}
     }
 
 
