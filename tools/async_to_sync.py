@@ -58,6 +58,7 @@ RENAMES: Final[Mapping[str, str]] = {
     "asynccontextmanager": "contextmanager",
     "unwrap_async_connection": "unwrap_connection",
     # The pairs of eventstore._acompat that sources use.
+    "AbstractAsyncContextManager": "AbstractContextManager",
     "ALock": "Lock",
     "asleep": "sleep",
 }

@@ -37,6 +37,7 @@ from eventstore.postgres import sql as _sql
 from eventstore.postgres.connections import libpq_url, unwrap_connection
 from eventstore.postgres.errors import translated_errors
 from eventstore.postgres.schema import DEFAULT_SCHEMA
+from eventstore.postgres.scope import entered
 from eventstore.registry import EventRegistry
 from eventstore.settings import database_url_from_env
 from eventstore.store import (
@@ -205,9 +206,8 @@ class PostgresEventStore:
         back when the block raises.
         """
         pool = self._ensure_pool()
-        with translated_errors():
-            with pool.connection() as own, own.transaction():
-                yield own
+        with entered(pool.connection()) as own, entered(own.transaction()):
+            yield own
 
     def _fetch(
         self,

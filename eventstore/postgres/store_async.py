@@ -34,6 +34,7 @@ from eventstore.postgres import sql as _sql
 from eventstore.postgres.connections import libpq_url, unwrap_async_connection
 from eventstore.postgres.errors import translated_errors
 from eventstore.postgres.schema import DEFAULT_SCHEMA
+from eventstore.postgres.scope_async import entered
 from eventstore.registry import EventRegistry
 from eventstore.settings import database_url_from_env
 from eventstore.store import (
@@ -204,9 +205,8 @@ class AsyncPostgresEventStore:
         back when the block raises.
         """
         pool = await self._ensure_pool()
-        with translated_errors():
-            async with pool.connection() as own, own.transaction():
-                yield own
+        async with entered(pool.connection()) as own, entered(own.transaction()):
+            yield own
 
     async def _fetch(
         self,

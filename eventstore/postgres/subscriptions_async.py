@@ -43,6 +43,7 @@ from eventstore.postgres import subscription_sql
 from eventstore.postgres.connections import libpq_url, unwrap_async_connection
 from eventstore.postgres.errors import translated_errors
 from eventstore.postgres.schema import DEFAULT_SCHEMA
+from eventstore.postgres.scope_async import entered
 from eventstore.registry import EventRegistry
 from eventstore.settings import Settings
 from eventstore.sharding import shard_key
@@ -148,9 +149,8 @@ class AsyncSubscriptionStore:
         await self.open()
         assert self._pool is not None
         try:
-            with translated_errors():
-                async with self._pool.connection() as conn, conn.transaction():
-                    yield conn
+            async with entered(self._pool.connection()) as conn, entered(conn.transaction()):
+                yield conn
         except DatabaseUnavailableError:
             await self._pool.check()  # after a restart, drop every dead pooled connection
             raise
@@ -174,9 +174,8 @@ class AsyncSubscriptionStore:
                 "engine= to the runner (an AsyncEngine for async handlers, an Engine for "
                 "plain ones, on a 'postgresql+psycopg://' URL)"
             )
-        with translated_errors():
-            async with self._engine.connect() as sa_conn, sa_conn.begin():
-                yield await unwrap_async_connection(sa_conn), sa_conn
+        async with entered(self._engine.connect()) as sa_conn, entered(sa_conn.begin()):
+            yield await unwrap_async_connection(sa_conn), sa_conn
 
     @asynccontextmanager
     async def handler_target(self, kind: ConnectionKind, conn: Any) -> AsyncIterator[Any]:
@@ -201,9 +200,8 @@ class AsyncSubscriptionStore:
     @asynccontextmanager
     async def savepoint(self, conn: Conn) -> AsyncIterator[None]:
         """Runs a block in a savepoint: its writes go when it raises, the batch carries on."""
-        with translated_errors():
-            async with conn.transaction():
-                yield
+        async with entered(conn.transaction()):
+            yield
 
     async def _fetch(
         self, conn: Conn, query: bytes, params: Mapping[str, Any], prepare: bool | None = None
