@@ -23,7 +23,7 @@ from eventstore.errors import (
     WrongExpectedVersionError,
 )
 from eventstore.events import Event, EventMetadata, NewEvent, uuid7_batch
-from eventstore.registry import EventRegistry, encode_metadata
+from eventstore.registry import _JSON_NUL, EventRegistry, encode_metadata
 from eventstore.sharding import shard_key
 from eventstore.store import (
     ANY,
@@ -31,6 +31,7 @@ from eventstore.store import (
     STREAM_EXISTS,
     AppendResult,
     ExpectedVersion,
+    Snapshot,
     StreamState,
 )
 
@@ -229,3 +230,27 @@ def claim_matches(expected: ExpectedVersion, actual: int | None) -> bool:
     if expected is STREAM_EXISTS:
         return actual is not None
     return actual == expected
+
+
+def validate_snapshot(snapshot: object) -> Snapshot:
+    """Returns a snapshot every store can keep and load back, else raises.
+
+    Its stream id must be storable (as in every other operation), its version at least 1
+    (a snapshot of version 0 holds no event, and loading would apply every event on top of
+    it), and its state JSON text without NUL characters (Postgres's jsonb refuses them).
+    """
+    if not isinstance(snapshot, Snapshot):
+        raise InvalidArgumentError(f"expected a Snapshot, got {type(snapshot).__qualname__}")
+    validate_stream_id(snapshot.stream_id)
+    version = snapshot.version
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidArgumentError(f"snapshot version must be an int >= 1, not {version!r}")
+    if not isinstance(snapshot.state, str):
+        raise InvalidArgumentError("snapshot state must be JSON text")
+    try:
+        json.loads(snapshot.state)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"snapshot state is not JSON: {exc}") from exc
+    if "\x00" in snapshot.state or _JSON_NUL.search(snapshot.state):
+        raise InvalidArgumentError("snapshot state must not contain NUL characters (jsonb)")
+    return snapshot

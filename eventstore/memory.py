@@ -6,7 +6,6 @@ import asyncio
 import contextvars
 import dataclasses
 import datetime as dt
-import json
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -17,7 +16,7 @@ from uuid import UUID
 from eventstore import _append, _rows
 from eventstore._append import AppendPlan
 from eventstore._rows import RawRow
-from eventstore.errors import ConfigurationError, DuplicateEventIdError, InvalidArgumentError
+from eventstore.errors import ConfigurationError, DuplicateEventIdError
 from eventstore.events import Event, EventMetadata, RawRecordedEvent, RecordedEvent
 from eventstore.registry import EventRegistry
 from eventstore.store import (
@@ -188,10 +187,7 @@ class InMemoryEventStore:
     def save_snapshot(self, snapshot: Snapshot, *, conn: ConnectionLike | None = None) -> None:
         """Stores a snapshot unless a newer one for the stream is already stored."""
         _refuse_connection(conn)
-        try:  # Postgres stores it as jsonb: refuse what it would refuse
-            json.loads(snapshot.state)
-        except ValueError as exc:
-            raise InvalidArgumentError(f"snapshot state is not JSON: {exc}") from exc
+        snapshot = _append.validate_snapshot(snapshot)  # what Postgres would refuse, too
         with self._lock:
             known = self._snapshots.get(snapshot.stream_id)
             if known is None or known.version < snapshot.version:

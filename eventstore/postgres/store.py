@@ -317,6 +317,7 @@ class PostgresEventStore:
 
     def save_snapshot(self, snapshot: Snapshot, *, conn: ConnectionLike | None = None) -> None:
         """Stores a snapshot unless a newer one for the stream is already stored."""
+        snapshot = _append.validate_snapshot(snapshot)
         self._query(conn, self._statements.save_snapshot, snapshot.params(), rows=False)
 
     def load_snapshot(

@@ -322,6 +322,7 @@ class AsyncPostgresEventStore:
         self, snapshot: Snapshot, *, conn: AsyncConnectionLike | None = None
     ) -> None:
         """Stores a snapshot unless a newer one for the stream is already stored."""
+        snapshot = _append.validate_snapshot(snapshot)
         await self._query(conn, self._statements.save_snapshot, snapshot.params(), rows=False)
 
     async def load_snapshot(

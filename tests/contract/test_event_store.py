@@ -542,6 +542,8 @@ def test_every_stream_operation_rejects_an_unstorable_stream_id(
         store.load_snapshot(stream_id)
     with pytest.raises(InvalidStreamIdError):
         store.delete_snapshot(stream_id)
+    with pytest.raises(InvalidStreamIdError):
+        store.save_snapshot(snapshot(1, stream_id=stream_id))
 
 
 # --- Snapshots -----------------------------------------------------------------------------
@@ -590,6 +592,21 @@ def test_deleting_a_snapshot_forgets_only_that_streams_snapshot(
     store.save_snapshot(snapshot(1))  # an older version is fine once deleted
     again = store.load_snapshot("acc-1")
     assert again is not None and again.version == 1
+
+
+@pytest.mark.parametrize("version", [0, -1])
+def test_a_snapshot_below_version_one_is_refused(store: EventStore, version: int) -> None:
+    with pytest.raises(InvalidArgumentError, match="version"):
+        store.save_snapshot(snapshot(version))
+    assert store.load_snapshot("acc-1") is None
+
+
+def test_snapshot_state_with_a_nul_character_is_refused_by_every_store(
+    store: EventStore,
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="NUL"):
+        store.save_snapshot(Snapshot("acc-1", 1, "Account", 1, json.dumps({"a": "x\x00"})))
+    assert store.load_snapshot("acc-1") is None
 
 
 def test_snapshot_state_that_is_not_json_is_refused(store: EventStore) -> None:

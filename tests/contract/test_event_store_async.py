@@ -548,6 +548,8 @@ async def test_every_stream_operation_rejects_an_unstorable_stream_id(
         await store.load_snapshot(stream_id)
     with pytest.raises(InvalidStreamIdError):
         await store.delete_snapshot(stream_id)
+    with pytest.raises(InvalidStreamIdError):
+        await store.save_snapshot(snapshot(1, stream_id=stream_id))
 
 
 # --- Snapshots -----------------------------------------------------------------------------
@@ -596,6 +598,23 @@ async def test_deleting_a_snapshot_forgets_only_that_streams_snapshot(
     await store.save_snapshot(snapshot(1))  # an older version is fine once deleted
     again = await store.load_snapshot("acc-1")
     assert again is not None and again.version == 1
+
+
+@pytest.mark.parametrize("version", [0, -1])
+async def test_a_snapshot_below_version_one_is_refused(
+    store: AsyncEventStore, version: int
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="version"):
+        await store.save_snapshot(snapshot(version))
+    assert await store.load_snapshot("acc-1") is None
+
+
+async def test_snapshot_state_with_a_nul_character_is_refused_by_every_store(
+    store: AsyncEventStore,
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="NUL"):
+        await store.save_snapshot(Snapshot("acc-1", 1, "Account", 1, json.dumps({"a": "x\x00"})))
+    assert await store.load_snapshot("acc-1") is None
 
 
 async def test_snapshot_state_that_is_not_json_is_refused(store: AsyncEventStore) -> None:
