@@ -20,6 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
+from eventstore._append import validate_schema
 from eventstore.errors import ConfigurationError, DatabaseUnavailableError
 from eventstore.postgres.connections import sqlalchemy_url
 from eventstore.postgres.schema import DEFAULT_SCHEMA, VERSION_TABLE
@@ -57,7 +58,14 @@ def versions_dir() -> Path:
 
 
 def migration_schema(config: Config | None = None) -> str:
-    """Returns the schema the revisions create: config attribute, ``-x``, env, default."""
+    """Returns the schema the revisions create: config attribute, ``-x``, env, default.
+
+    Whichever source names it, the name is checked the way the store checks it.
+    """
+    return validate_schema(_configured_schema(config))
+
+
+def _configured_schema(config: Config | None) -> str:
     if config is not None:
         value = config.attributes.get(SCHEMA_ATTRIBUTE)
         if value:
@@ -78,6 +86,7 @@ def migration_schema(config: Config | None = None) -> str:
 
 def alembic_config(url: str, schema: str = DEFAULT_SCHEMA) -> Config:
     """Builds an alembic config for the shipped migrations against ``url``."""
+    schema = validate_schema(schema)  # "" never falls back to $EVENTSTORE_SCHEMA
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
@@ -113,6 +122,7 @@ def head_revisions() -> set[str]:
 
 def current_revisions(url: str, schema: str = DEFAULT_SCHEMA) -> set[str]:
     """Returns the revisions the database is at (empty when never migrated)."""
+    schema = validate_schema(schema)
     engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
     try:
         with _reachable(url), engine.connect() as conn:

@@ -28,7 +28,7 @@ else:
     from sqlalchemy import Engine as Engine
     from sqlalchemy.orm import Session as Session
 
-from eventstore import _rows
+from eventstore import _append, _rows
 from eventstore._acompat import ALock, asleep
 from eventstore.errors import (
     ConfigurationError,
@@ -90,7 +90,7 @@ class AsyncSubscriptionStore:
         self._url = libpq_url(url)
         self.registry = registry
         self.schema = schema
-        self._sql = subscription_sql.render(schema)
+        self._sql = subscription_sql.render(_append.validate_schema(schema))
         self._max_size = max_size
         self._connect_timeout = connect_timeout
         self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None

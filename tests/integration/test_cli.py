@@ -53,3 +53,13 @@ def test_without_a_database_the_cli_starts_the_embedded_server(tmp_path: Path) -
         from eventstore.postgres.embedded import stop_embedded_postgres
 
         stop_embedded_postgres(tmp_path / "pgdata")
+
+
+@pytest.mark.parametrize("schema", ["", "x" * 64, "nul\x00", "per%cent"])
+def test_migrate_refuses_a_schema_name_the_store_would_refuse_in_one_line(
+    schema: str, eventstore_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["migrate", "--url", eventstore_database_url, "--schema", schema]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
