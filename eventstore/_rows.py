@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, TypeAlias
 
+import pydantic
+
 from eventstore.errors import InvalidArgumentError, InvalidEventError, UnknownEventTypeError
 from eventstore.events import EMPTY_METADATA, Event, EventMetadata, RawRecordedEvent, RecordedEvent
 from eventstore.registry import EventRegistry
@@ -20,7 +22,7 @@ def decode_row(
     With ``of_type``, an event that is not an instance of it raises `InvalidEventError`
     (``event`` holds the decoded `RecordedEvent`).
     """
-    position, stream_id, version, event_id, event_type, schema_version, data, meta, at, xid = row
+    position, stream_id, version, event_id, event_type, schema_version, data, _, at, xid = row
     try:
         payload = registry.decode(event_type, schema_version, data)
     except UnknownEventTypeError as exc:
@@ -33,7 +35,7 @@ def decode_row(
         event_type=event_type,
         schema_version=schema_version,
         data=payload,
-        metadata=EMPTY_METADATA if meta == "{}" else EventMetadata.model_validate_json(meta),
+        metadata=_metadata(row),
         recorded_at=at,
         transaction_id=xid,
     )
@@ -86,3 +88,18 @@ def read_bounds(
     else:
         start = from_version
     return forward, start, limit
+
+
+def _metadata(row: RawRow) -> EventMetadata:
+    """Decodes a row's metadata; metadata another producer wrote wrong is a typed error."""
+    meta = row[7]
+    if meta == "{}":
+        return EMPTY_METADATA
+    try:
+        return EventMetadata.model_validate_json(meta)
+    except pydantic.ValidationError as exc:
+        raise InvalidEventError(
+            f"stored metadata of event {row[3]} ({row[1]}@{row[2]}) does not validate: {exc}; "
+            "read_stream_raw returns it as stored",
+            event=decode_raw_row(row),
+        ) from exc

@@ -54,7 +54,7 @@ class EventRegistry:
             raise ConfigurationError(
                 f"{cls.__qualname__} must declare `event_type: ClassVar[str] = '...'` itself"
             )
-        if not isinstance(cls.schema_version, int) or cls.schema_version < 1:
+        if type(cls.schema_version) is not int or cls.schema_version < 1:
             raise ConfigurationError(f"{cls.__qualname__}.schema_version must be an int >= 1")
         names = (event_type, *aliases)
         for name in names:  # check every name before changing anything
@@ -117,6 +117,8 @@ class EventRegistry:
             ).decode()
         except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
             raise InvalidEventError(f"cannot encode {event_type!r}: {exc}", event=event) from exc
+        if type(cls.schema_version) is not int:  # it is written into the append's JSON
+            raise ConfigurationError(f"{cls.__qualname__}.schema_version must be an int")
         _refuse_nul(data, event_type, event)
         _refuse_lossy(cls, data, event, event_type)
         return NewEvent(
