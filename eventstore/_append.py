@@ -39,6 +39,10 @@ from eventstore.store import (
 # indexes, so it is capped well below that, in UTF-8 bytes.
 MAX_STREAM_ID_BYTES: Final = 1024
 MAX_EVENTS_PER_APPEND: Final = 100_000
+# One append's events travel as one jsonb array; Postgres caps a jsonb value at 256 MB
+# (2**28 - 1 bytes). A margin for the array's keys and the server's own representation.
+MAX_APPEND_BYTES: Final = 250 * 2**20
+_WIRE_OVERHEAD: Final = 128  # the id, type and version around each payload
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -141,7 +145,26 @@ def plan_append(
     ids = _check_ids(event_ids, len(batch))
     meta = encode_metadata(merged_metadata(metadata))
     encoded = tuple(registry.encode(e, meta, i) for e, i in zip(batch, ids, strict=True))
+    _check_size(encoded)
     return AppendPlan(stream_id, expected, encoded, shard_key(stream_id))
+
+
+def _check_size(encoded: Sequence[NewEvent]) -> None:
+    """Refuses, before any I/O, an append larger than one jsonb value can hold.
+
+    The events travel as one jsonb array, and Postgres caps a jsonb value at 256 MB: a
+    larger append would fail on the server after seconds of work, with a driver error.
+    """
+    chars = sum(len(e.data) for e in encoded) + _WIRE_OVERHEAD * len(encoded)
+    if chars * 4 < MAX_APPEND_BYTES:  # even all 4-byte UTF-8 would fit: no need to count
+        return
+    size = sum(len(e.data.encode()) for e in encoded) + _WIRE_OVERHEAD * len(encoded)
+    if size > MAX_APPEND_BYTES:
+        raise InvalidEventError(
+            f"this append is {size / 2**20:,.1f} MiB of JSON; one append carries at most "
+            f"{MAX_APPEND_BYTES / 2**20:,.0f} MiB (Postgres caps a jsonb value at 256 MB): "
+            "split it into several appends in one transaction"
+        )
 
 
 def _event_list(events: object) -> list[Event]:

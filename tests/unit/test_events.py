@@ -9,7 +9,9 @@ from eventstore import (
     ConfigurationError,
     Event,
     EventRegistry,
+    InMemoryEventStore,
     InvalidArgumentError,
+    InvalidEventError,
     UnknownEventTypeError,
     UpcastError,
 )
@@ -127,3 +129,22 @@ def test_uuid7_is_monotonic_across_threads() -> None:
     every = [i for b in batches for i in b]
     assert len(set(every)) == len(every)
     assert all(b == sorted(b, key=lambda u: u.bytes) for b in batches)
+
+
+def test_an_append_larger_than_a_jsonb_value_is_refused_before_any_io(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import eventstore._append
+
+    class Blob(Event):
+        event_type: ClassVar[str] = "test.Blob"
+        text: str
+
+    # The real limit is 250 MiB; a small one exercises the same check without the memory.
+    monkeypatch.setattr(eventstore._append, "MAX_APPEND_BYTES", 4 * 1024)
+    store = InMemoryEventStore(EventRegistry([Blob]))
+    chunk = Blob(text="\u00e9" * 700)  # 1,400 bytes in UTF-8, 700 characters
+    with pytest.raises(InvalidEventError, match="one append carries at most"):
+        store.append("s", [chunk] * 3)
+    assert not store.stream_info("s").exists
+    store.append("s", [chunk] * 2)  # under the limit
