@@ -12,6 +12,7 @@ from typing import Any, Final, TypeVar
 import pydantic
 import pydantic_core
 
+from eventstore import _jsonb
 from eventstore.errors import (
     ConfigurationError,
     InvalidEventError,
@@ -171,23 +172,27 @@ def _refuse_nul(data: str, what: str, event: Any = None) -> None:
 
 
 def _refuse_lossy(cls: type[Event], data: str, event: Event, event_type: str) -> None:
-    """Refuses a payload that would not read back equal (NaN, masked secrets, huge ints).
+    """Refuses a payload that would not read back the same (NaN, masked secrets, huge ints,
+    a float jsonb turns into an int, a negative zero, an ordered mapping jsonb reorders).
 
+    The check validates what a read will get (`eventstore._jsonb.as_stored`), not the JSON
+    sent, and compares strictly (`eventstore._jsonb.same`: types and ordered keys count).
     Such an event would be stored and then be unreadable, or read back changed: checking
     the round trip now is the only way to keep both promises.
     """
     try:
-        restored = cls.__pydantic_validator__.validate_json(data)
+        restored = cls.__pydantic_validator__.validate_json(_jsonb.as_stored(data))
         # Field values are what matter (BaseModel.__eq__ also compares private state).
-        same = restored.__dict__ == event.__dict__
+        unchanged = _jsonb.same(restored.__dict__, event.__dict__)
     except (pydantic.ValidationError, ValueError) as exc:
         raise InvalidEventError(
             f"cannot store {event_type!r}: it would not read back ({exc})", event=event
         ) from exc
-    if not same:
+    if not unchanged:
         raise InvalidEventError(
             f"cannot store {event_type!r}: it would read back changed (NaN, a masked secret, "
-            "a serializer that loses data?)",
+            "a float jsonb stores as an int, a key order jsonb does not keep, a serializer "
+            "that loses data?)",
             event=event,
         )
 
@@ -206,4 +211,26 @@ def encode_metadata(metadata: EventMetadata | Mapping[str, Any] | None) -> str:
     except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
         raise InvalidEventError(f"cannot encode metadata: {exc}") from exc
     _refuse_nul(data, "metadata")
+    _refuse_lossy_metadata(metadata, data)
     return data
+
+
+def _refuse_lossy_metadata(metadata: EventMetadata, data: str) -> None:
+    """Refuses metadata that would read back changed (NaN stored as null, say).
+
+    Keys whose value is None are not stored, and read back absent: that is no change.
+    """
+    try:
+        restored = EventMetadata.model_validate_json(_jsonb.as_stored(data))
+        unchanged = _jsonb.same(_present(restored.model_dump()), _present(metadata.model_dump()))
+    except (pydantic.ValidationError, ValueError) as exc:
+        raise InvalidEventError(f"metadata would not read back ({exc})") from exc
+    if not unchanged:
+        raise InvalidEventError(
+            "metadata would read back changed (NaN or infinity, a float jsonb stores as an "
+            "int, a key order jsonb does not keep?)"
+        )
+
+
+def _present(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
