@@ -14,13 +14,27 @@ import collections
 import decimal
 import json
 import math
-from typing import Any
+import re
+from typing import Any, Final
 
-__all__ = ["LossyValueError", "as_stored", "same"]
+__all__ = ["LossyValueError", "as_stored", "may_change", "same"]
+
+# A number with an exponent, or a negative zero: the only number texts jsonb prints back
+# differently in a way that changes the value read (a cheap, conservative test).
+_REWRITTEN_NUMBER: Final = re.compile(r"[0-9][eE]|-0")
 
 
 class LossyValueError(ValueError):
     """Reports a JSON value ``jsonb`` cannot keep as it is (a negative zero)."""
+
+
+def may_change(text: str, ordered: bool) -> bool:
+    """Tells whether storing ``text`` as jsonb might change what a read gets back.
+
+    False is certain: no number jsonb would print differently, and (``ordered`` False) no
+    ordered mapping whose key order jsonb could change. True only means "check".
+    """
+    return ordered or _REWRITTEN_NUMBER.search(text) is not None
 
 
 def as_stored(text: str) -> str:
