@@ -4,7 +4,8 @@
 
     EventStoreError
     ├── ConfigurationError            bad settings, wrong driver, unsupported connection,
-    │                                 an event class declared without a type name
+    │   │                             an event class declared without a type name
+    │   └── PermissionDeniedError     the database role lacks a privilege (a GRANT)
     ├── DatabaseUnavailableError      the server cannot be reached, or the connection was lost
     ├── SchemaNotMigratedError        the tables are missing
     ├── InvalidArgumentError          a bad argument (read bounds, expected version); a ValueError
@@ -46,6 +47,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidEventError",
     "InvalidStreamIdError",
+    "PermissionDeniedError",
     "SchemaNotMigratedError",
     "ShardCountChangedError",
     "SubscriptionError",
@@ -64,6 +66,14 @@ class EventStoreError(Exception):
 
 class ConfigurationError(EventStoreError):
     """Reports settings or arguments the store cannot work with."""
+
+
+class PermissionDeniedError(ConfigurationError):
+    """Reports a statement the database role may not run (a missing GRANT).
+
+    The message names what was refused; `eventstore grants ROLE` prints what an
+    application role needs.
+    """
 
 
 class DatabaseUnavailableError(EventStoreError):

@@ -145,3 +145,51 @@ def _reachable(url: str) -> Iterator[None]:
         yield
     except sa.exc.OperationalError as exc:
         raise DatabaseUnavailableError(f"database unavailable: {exc.orig}") from exc
+
+
+# What the application role needs, table by table: appending and reading events,
+# claiming stream versions, snapshots, and running subscriptions (checkpoints, leases,
+# dead letters), projections and the inbox. Never UPDATE, DELETE or TRUNCATE on events.
+_APP_PRIVILEGES: Final = (
+    ("SELECT, INSERT", ("events",)),
+    ("SELECT, INSERT, UPDATE", ("streams",)),
+    ("SELECT, INSERT, UPDATE, DELETE", ("snapshots", "checkpoints", "runners", "dead_letters")),
+    ("SELECT, INSERT, UPDATE, DELETE", ("projections", "inbox")),
+    ("SELECT", (VERSION_TABLE,)),
+)
+
+
+def grant_statements(role: str, schema: str = DEFAULT_SCHEMA) -> list[str]:
+    """Returns the GRANT statements that give ``role`` what the application needs, no more.
+
+    Run them as the role that owns the schema (the one that migrates). The application
+    role can then append, read, snapshot and run subscriptions, but not rewrite events.
+    """
+    schema = validate_schema(schema)
+    if not isinstance(role, str) or not role or "\x00" in role:
+        raise ConfigurationError("the role must be a non-empty name")
+    s, r = _quote(schema), _quote(role)
+    statements = [f"GRANT USAGE ON SCHEMA {s} TO {r}"]
+    for privileges, tables in _APP_PRIVILEGES:
+        names = ", ".join(f"{s}.{_quote(t)}" for t in tables)
+        statements.append(f"GRANT {privileges} ON {names} TO {r}")
+    statements.append(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}")
+    return statements
+
+
+def grant(url: str, role: str, schema: str = DEFAULT_SCHEMA) -> list[str]:
+    """Runs `grant_statements` against ``url`` in one transaction; returns them."""
+    statements = grant_statements(role, schema)
+    engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
+    try:
+        with _reachable(url), engine.begin() as conn:
+            for statement in statements:
+                conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+    return statements
+
+
+def _quote(name: str) -> str:
+    """Quotes an identifier the SQL way: in double quotes, inner ones doubled."""
+    return '"' + name.replace('"', '""') + '"'

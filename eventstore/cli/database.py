@@ -75,6 +75,15 @@ def cmd_embedded(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_grants(args: argparse.Namespace) -> int:
+    if args.apply:
+        statements = migrate.grant(resolve_url(args.url), args.role, schema=args.schema)
+    else:
+        statements = migrate.grant_statements(args.role, schema=args.schema)
+    print(";\n".join(statements) + ";")
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds the database subcommands to the ``eventstore`` parser."""
 
@@ -94,6 +103,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument("--writers", type=int, default=8)
     demo.add_argument("--accounts", type=int, default=200)
     demo.set_defaults(handler=cmd_demo)
+    grants = add("grants", "print (or --apply) the GRANTs an application role needs")
+    grants.add_argument("role", help="the role the application connects as")
+    grants.add_argument("--apply", action="store_true", help="run them (as the schema's owner)")
+    grants.set_defaults(handler=cmd_grants)
     embedded = sub.add_parser("embedded", help="start (and print the URL of) or stop it")
     embedded.add_argument("action", choices=["start", "stop"])
     embedded.set_defaults(handler=cmd_embedded)

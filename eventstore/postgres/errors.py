@@ -14,6 +14,7 @@ from eventstore.errors import (
     DuplicateEventIdError,
     EventStoreError,
     InvalidArgumentError,
+    PermissionDeniedError,
     SchemaNotMigratedError,
     TransactionConflictError,
 )
@@ -37,6 +38,10 @@ def translated_errors(stream_id: str | None = None) -> Iterator[None]:
         raise
     except psycopg.errors.DataError as exc:  # e.g. a snapshot state that is not JSON
         raise InvalidArgumentError(f"Postgres refused the data: {exc}") from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise PermissionDeniedError(
+            f"the database refused: {exc.diag.message_primary} (see `eventstore grants`)"
+        ) from exc
     except psycopg.errors.UndefinedTable as exc:
         raise SchemaNotMigratedError(
             f"event store tables not found ({exc.diag.message_primary}); run `eventstore migrate`"

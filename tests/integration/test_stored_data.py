@@ -25,7 +25,8 @@ def test_stored_metadata_that_does_not_validate_is_a_typed_error_and_raw_reads_s
     postgres_event_store: PostgresEventStore, eventstore_database_url: str
 ) -> None:
     postgres_event_store.append("s", DEP)
-    with psycopg.connect(eventstore_database_url, autocommit=True) as conn:
+    with psycopg.connect(eventstore_database_url) as conn:  # another producer, by hand
+        conn.execute("SET LOCAL eventstore.allow_rewrite = 'on'")
         conn.execute("UPDATE eventstore.events SET metadata = '{\"correlation_id\": 42}'")
     with pytest.raises(InvalidEventError, match="metadata") as caught:
         list(postgres_event_store.read_stream("s"))
