@@ -200,20 +200,31 @@ def result_from_rows(plan: AppendPlan, rows: Sequence[tuple[int, int, int]]) -> 
     )
 
 
+Found = tuple[uuid.UUID, str, int, int, int, bool]
+
+
 def resolve_refused_append(
     plan: AppendPlan,
     actual_version: int | None,
-    found: Iterable[tuple[uuid.UUID, str, int, int, int]],
+    found: Iterable[Found],
 ) -> AppendResult:
     """Decides why a claim was refused: an idempotent repeat (returned) or a conflict (raised).
 
-    ``found`` holds the stored rows ``(event_id, stream_id, version, position, xid)`` of any
-    of the plan's event ids.
+    ``found`` holds the stored rows ``(event_id, stream_id, version, position, xid,
+    same_content)`` of any of the plan's event ids; ``same_content`` tells whether the
+    stored event has the type, schema version and payload sent now.
     """
     by_id = {row[0]: row for row in found}
     if not by_id:
         raise WrongExpectedVersionError(plan.stream_id, plan.expected, actual_version)
     rows = [by_id.get(i) for i in plan.event_ids]
+    if _is_same_append(plan, rows) and not all(r[5] for r in rows):  # type: ignore[index]
+        raise DuplicateEventIdError(
+            plan.stream_id,
+            sorted(by_id, key=str),
+            reason="were appended before with another payload: reusing an idempotency key "
+            "for other content is refused, not silently ignored",
+        )
     if _is_same_append(plan, rows):
         return AppendResult(
             stream_id=plan.stream_id,
@@ -227,9 +238,7 @@ def resolve_refused_append(
     raise DuplicateEventIdError(plan.stream_id, sorted(by_id, key=str))
 
 
-def _is_same_append(
-    plan: AppendPlan, rows: list[tuple[uuid.UUID, str, int, int, int] | None]
-) -> bool:
+def _is_same_append(plan: AppendPlan, rows: list[Found | None]) -> bool:
     if any(r is None or r[1] != plan.stream_id for r in rows):
         return False
     if len({r[4] for r in rows}) != 1:  # type: ignore[index]

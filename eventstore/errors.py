@@ -136,9 +136,11 @@ class UpcastError(EventStoreError):
 class DuplicateEventIdError(EventStoreError):
     """Reports event ids already stored, but not as this exact append."""
 
-    def __init__(self, stream_id: str, event_ids: list[Any]) -> None:
+    def __init__(
+        self, stream_id: str, event_ids: list[Any], *, reason: str = "already stored elsewhere"
+    ) -> None:
         super().__init__(
-            f"event ids already stored elsewhere (appending to {stream_id!r}): "
+            f"event ids {reason} (appending to {stream_id!r}): "
             + ", ".join(str(e) for e in event_ids[:5])
         )
         self.stream_id = stream_id

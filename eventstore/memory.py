@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import dataclasses
 import datetime as dt
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -17,7 +18,7 @@ from eventstore import _append, _rows
 from eventstore._append import AppendPlan
 from eventstore._rows import RawRow
 from eventstore.errors import ConfigurationError, DuplicateEventIdError
-from eventstore.events import Event, EventMetadata, RawRecordedEvent, RecordedEvent
+from eventstore.events import Event, EventMetadata, NewEvent, RawRecordedEvent, RecordedEvent
 from eventstore.registry import EventRegistry
 from eventstore.store import (
     ANY,
@@ -145,9 +146,10 @@ class InMemoryEventStore:
             if 1 <= version <= len(stream) and stream[version - 1][9] == repeat.transaction_id:
                 raise DuplicateEventIdError(repeat.stream_id, list(repeat.event_ids))
 
-    def _found(self, plan: AppendPlan) -> list[tuple[UUID, str, int, int, int]]:
+    def _found(self, plan: AppendPlan) -> list[_append.Found]:
+        sent = {e.event_id: e for e in plan.events}
         rows = (self._by_id.get(i) for i in plan.event_ids)
-        return [(r[3], r[1], r[2], r[0], r[9]) for r in rows if r is not None]
+        return [(r[3], r[1], r[2], r[0], r[9], _same(r, sent[r[3]])) for r in rows if r]
 
     def _write(self, plan: AppendPlan, version: int) -> AppendResult:
         xid = self._open_transaction
@@ -485,3 +487,12 @@ class AsyncInMemoryEventStore:
 def _refuse_connection(conn: object) -> None:
     if conn is not None:
         raise ConfigurationError("the in-memory event store does not take a connection")
+
+
+def _same(row: RawRow, sent: NewEvent) -> bool:
+    """Tells whether a stored row holds the type, schema version and payload sent now."""
+    return (row[4], row[5], json.loads(row[6])) == (
+        sent.event_type,
+        sent.schema_version,
+        json.loads(sent.data),
+    )

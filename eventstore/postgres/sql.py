@@ -79,12 +79,19 @@ _INSERT_EVENTS: Final = (
 STREAM_VERSION: Final = "SELECT version FROM {streams} WHERE stream_id = %(stream_id)s"
 
 # Why a claim was refused, in one round trip: the stream's version (the row whose event id
-# is NULL) and wherever any of the append's event ids is stored already.
+# is NULL) and wherever any of the append's event ids is stored already, with whether the
+# stored event has the same type, schema version and payload as the one sent now (a retry
+# carrying other content under the same ids is a client bug, refused loudly). Only this
+# refused path compares payloads: the fast path costs nothing more.
 REFUSED_APPEND: Final = (
-    "SELECT NULL::uuid, NULL::text, version, NULL::bigint, NULL::bigint FROM {streams} "
-    "WHERE stream_id = %(stream_id)s UNION ALL "
-    "SELECT event_id, stream_id, version, global_position, transaction_id::text::bigint "
-    "FROM {events} WHERE event_id = ANY(%(event_ids)b::uuid[])"
+    "SELECT NULL::uuid, NULL::text, version, NULL::bigint, NULL::bigint, NULL::boolean "
+    "FROM {streams} WHERE stream_id = %(stream_id)s UNION ALL "
+    "SELECT e.event_id, e.stream_id, e.version, e.global_position, "
+    "e.transaction_id::text::bigint, "
+    "coalesce(e.event_type = p.t AND e.schema_version = p.v AND e.data = p.d, false) "
+    "FROM {events} e LEFT JOIN jsonb_to_recordset(%(events)s::jsonb) "
+    "AS p(i uuid, t text, v int, d jsonb) ON p.i = e.event_id "
+    "WHERE e.event_id = ANY(%(event_ids)b::uuid[])"
 )
 
 _EVENT_COLUMNS: Final = (

@@ -289,7 +289,11 @@ class PostgresEventStore:
         return s.append_exact
 
     def _resolve_refused(self, conn: psycopg.Connection[Any], plan: AppendPlan) -> AppendResult:
-        params = {"stream_id": plan.stream_id, "event_ids": list(plan.event_ids)}
+        params = {
+            "stream_id": plan.stream_id,
+            "event_ids": list(plan.event_ids),
+            "events": plan.params()["events"],
+        }
         rows = self._fetch(conn, self._statements.refused_append, params)
         actual = next((row[2] for row in rows if row[0] is None), None)
         found = [row for row in rows if row[0] is not None]

@@ -290,7 +290,11 @@ class AsyncPostgresEventStore:
     async def _resolve_refused(
         self, conn: psycopg.AsyncConnection[Any], plan: AppendPlan
     ) -> AppendResult:
-        params = {"stream_id": plan.stream_id, "event_ids": list(plan.event_ids)}
+        params = {
+            "stream_id": plan.stream_id,
+            "event_ids": list(plan.event_ids),
+            "events": plan.params()["events"],
+        }
         rows = await self._fetch(conn, self._statements.refused_append, params)
         actual = next((row[2] for row in rows if row[0] is None), None)
         found = [row for row in rows if row[0] is not None]

@@ -238,6 +238,18 @@ def test_an_id_reused_in_a_later_position_is_refused_and_nothing_is_written(
     assert (store.append("acc-2", dep(3))).last_version == 1
 
 
+def test_a_retry_with_the_same_ids_but_another_payload_is_refused_loudly(
+    store: EventStore,
+) -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    first = store.append("acc-1", [dep(1), dep(2)], expected_version=NO_STREAM, event_ids=[a, b])
+    with pytest.raises(DuplicateEventIdError, match="another payload"):
+        store.append("acc-1", [dep(1), dep(3)], expected_version=NO_STREAM, event_ids=[a, b])
+    again = store.append("acc-1", [dep(1), dep(2)], expected_version=NO_STREAM, event_ids=[a, b])
+    assert again.repeated and again.positions == first.positions
+    assert (store.stream_info("acc-1")).version == 2
+
+
 def test_retrying_part_of_an_append_is_not_a_repeat(store: EventStore) -> None:
     a, b = uuid.uuid4(), uuid.uuid4()
     store.append("acc-1", [dep(1), dep(2)], expected_version=NO_STREAM, event_ids=[a, b])

@@ -238,6 +238,22 @@ async def test_an_id_reused_in_a_later_position_is_refused_and_nothing_is_writte
     assert (await store.append("acc-2", dep(3))).last_version == 1
 
 
+async def test_a_retry_with_the_same_ids_but_another_payload_is_refused_loudly(
+    store: AsyncEventStore,
+) -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    first = await store.append(
+        "acc-1", [dep(1), dep(2)], expected_version=NO_STREAM, event_ids=[a, b]
+    )
+    with pytest.raises(DuplicateEventIdError, match="another payload"):
+        await store.append("acc-1", [dep(1), dep(3)], expected_version=NO_STREAM, event_ids=[a, b])
+    again = await store.append(
+        "acc-1", [dep(1), dep(2)], expected_version=NO_STREAM, event_ids=[a, b]
+    )
+    assert again.repeated and again.positions == first.positions
+    assert (await store.stream_info("acc-1")).version == 2
+
+
 async def test_retrying_part_of_an_append_is_not_a_repeat(store: AsyncEventStore) -> None:
     a, b = uuid.uuid4(), uuid.uuid4()
     await store.append("acc-1", [dep(1), dep(2)], expected_version=NO_STREAM, event_ids=[a, b])
