@@ -225,19 +225,28 @@ def to_snapshot(aggregate: Aggregate) -> Snapshot:
     )
 
 
-def from_snapshot(aggregate: type[A], snapshot: Snapshot) -> A | None:
+def from_snapshot(
+    aggregate: type[A], snapshot: Snapshot, aggregate_id: str | None = None
+) -> A | None:
     """Restores an aggregate from a snapshot, or returns None when it is not usable.
 
     It is not usable when another ``snapshot_version`` or another class (sharing the
-    category) wrote it, or when its state no longer validates against the class's fields.
+    category) wrote it, when its state no longer validates against the class's fields,
+    when its version is below 1, or when it belongs to another aggregate than
+    ``aggregate_id`` (a row copied between streams would otherwise hand out another
+    aggregate's state, and the next save would append to the wrong stream).
     """
-    if snapshot.schema_version != aggregate.snapshot_version:
+    if snapshot.schema_version != aggregate.snapshot_version or snapshot.version < 1:
         return None
     if snapshot.state_type != aggregate.__qualname__:
         return None
     try:
         restored = aggregate.model_validate_json(snapshot.state)
     except ValidationError:
+        return None
+    if aggregate_id is not None and (
+        restored.id != aggregate_id or snapshot.stream_id != stream_id_for(aggregate, aggregate_id)
+    ):
         return None
     restored._version = snapshot.version
     return restored

@@ -76,7 +76,7 @@ class AsyncRepository(Generic[A]):
     ) -> A | None:
         """Returns the aggregate rebuilt from its snapshot and events, or None."""
         stream_id = self.stream_id_for(aggregate_id)
-        aggregate = await self._from_snapshot(stream_id, conn)
+        aggregate = await self._from_snapshot(aggregate_id, stream_id, conn)
         # Without an event at the snapshot's version (stream truncated, restored from an
         # older backup...) the snapshot cannot be trusted: replay everything instead.
         if aggregate is not None and await self._replay(
@@ -111,11 +111,15 @@ class AsyncRepository(Generic[A]):
             raise AggregateNotFoundError(self.aggregate.__qualname__, aggregate_id)
         return aggregate
 
-    async def _from_snapshot(self, stream_id: str, conn: AsyncConnectionLike | None) -> A | None:
+    async def _from_snapshot(
+        self, aggregate_id: str, stream_id: str, conn: AsyncConnectionLike | None
+    ) -> A | None:
         if self.snapshot_every is None:
             return None
         snapshot = await self.store.load_snapshot(stream_id, conn=conn)
-        return None if snapshot is None else _aggregate.from_snapshot(self.aggregate, snapshot)
+        if snapshot is None:
+            return None
+        return _aggregate.from_snapshot(self.aggregate, snapshot, aggregate_id)
 
     async def save(
         self,

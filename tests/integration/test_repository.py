@@ -6,6 +6,7 @@ What repositories promise on every store is in `tests/contract`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Iterator
 
@@ -121,3 +122,22 @@ async def test_async_repository_with_concurrent_tasks(eventstore_database_url: s
         await asyncio.gather(*(writer() for _ in range(8)))
         account = await repo.get("1")
     assert (account.balance, account.version) == (200, 201)
+
+
+def test_a_snapshot_row_copied_from_another_stream_is_not_trusted(
+    store: PostgresEventStore,
+) -> None:
+    repo = Repository(store, Account, snapshot_every=1)
+    for account, amount in (("a", 10), ("b", 99)):
+        repo.update(account, lambda acct: acct.open("ann"), create=True)
+        repo.update(account, lambda acct, n=amount: acct.deposit(n))  # type: ignore[misc]
+    b_state = store.load_snapshot("account-b")
+    assert b_state is not None and b_state.version == 2
+    # B's row copied under A's stream id, at A's version: same class, same version.
+    store.delete_snapshot("account-a")
+    store.save_snapshot(dataclasses.replace(b_state, stream_id="account-a"))
+    loaded = repo.get("a")
+    assert (loaded.id, loaded.balance) == ("a", 10)
+    result = repo.update("a", lambda acct: acct.deposit(1))
+    assert result.append is not None and result.append.stream_id == "account-a"
+    assert repo.get("b").balance == 99  # B's stream untouched
