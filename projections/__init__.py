@@ -1,3 +1,46 @@
-"""projections: arrives with its own issue; nothing is public yet."""
+"""Projections: read models kept from the log exactly once, rebuilt blue/green.
 
-__all__: list[str] = []
+See `projections.projection` for declaring one, `projections.daemon` for running them and
+`projections.manager_async` for their versions' lifecycle.
+"""
+
+from projections.daemon import ProjectionDaemon
+from projections.errors import (
+    DuplicateProjectionError,
+    ProjectionError,
+    ProjectionNotFoundError,
+    ProjectionStateError,
+    ProjectionTablesMissingError,
+    ProjectionVersionBackwardsError,
+)
+from projections.manager import ProjectionManager
+from projections.manager_async import AsyncProjectionManager
+from projections.projection import (
+    AsyncProjection,
+    Projection,
+    ProjectionGroup,
+    handles,
+)
+from projections.records import ProjectionStatus, ProjectionVersion, subscription_name
+from projections.subscription import subscription_for, subscription_group
+
+__all__ = [
+    "AsyncProjection",
+    "AsyncProjectionManager",
+    "DuplicateProjectionError",
+    "Projection",
+    "ProjectionDaemon",
+    "ProjectionError",
+    "ProjectionGroup",
+    "ProjectionManager",
+    "ProjectionNotFoundError",
+    "ProjectionStateError",
+    "ProjectionStatus",
+    "ProjectionTablesMissingError",
+    "ProjectionVersion",
+    "ProjectionVersionBackwardsError",
+    "handles",
+    "subscription_for",
+    "subscription_group",
+    "subscription_name",
+]

@@ -40,8 +40,15 @@ def _registrars() -> list[Register]:
     found: list[Register] = list(own)
     names = {f"{r.__module__}:register" for r in own}
     for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: p.name):
-        if point.value not in names:
+        if point.value in names:
+            continue
+        try:
             found.append(point.load())
+        except Exception as exc:  # a broken add-on must not take `migrate` down with it
+            print(
+                f"eventstore: the {point.name!r} commands are unavailable: {exc}",
+                file=sys.stderr,
+            )
     return found
 
 

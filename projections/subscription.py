@@ -1,0 +1,109 @@
+"""A projection version's subscription: the engine's handler that calls the projection.
+
+Each batch first reads the version's status row in the batch transaction (``FOR SHARE``):
+
+- ``building``: the batch is a replay (the version is being rebuilt from the start of the
+  log while another one serves reads), so handlers skip side effects;
+- ``live``: events are handled for the first time (``replay`` only for retried dead
+  letters, as the engine says);
+- ``retired`` (or no row): nothing is applied; the batch rolls back and waits
+  (`RetryLater`), so a version switched away from never writes again.
+
+A switch updates these rows; the shared lock makes it wait for the batches in flight, and
+the batches after it see the new status, so ``replay`` flips exactly at the switch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from eventstore.postgres.connections import unwrap_async_connection, unwrap_connection
+from eventstore.postgres.schema import DEFAULT_SCHEMA
+from eventstore.subscriptions import Batch, RetryLater, Subscription, SubscriptionGroup
+from projections import sql
+from projections.projection import AnyProjection, AsyncProjection, Projection, ProjectionGroup
+
+__all__ = ["subscription_for", "subscription_group"]
+
+
+def subscription_for(projection: AnyProjection, *, schema: str = DEFAULT_SCHEMA) -> Subscription:
+    """Returns the subscription that builds and keeps ``projection``'s version."""
+    statement = sql.render(schema).status_for_share
+    handler: _SyncHandler | _AsyncHandler
+    if isinstance(projection, AsyncProjection):
+        handler = _AsyncHandler(projection, statement)
+    else:
+        handler = _SyncHandler(projection, statement)
+    return Subscription(
+        projection.subscription_name(),
+        handler,
+        batch_size=projection.batch_size,
+        event_types=projection.handled_types(),
+        stream_prefix=projection.stream_prefix,
+        shards=projection.shards,
+        on_failure=projection.on_failure,
+        retries=projection.retries,
+        connection=projection.connection,
+    )
+
+
+def subscription_group(
+    group: ProjectionGroup, *, schema: str = DEFAULT_SCHEMA
+) -> SubscriptionGroup:
+    """Returns the group's subscriptions as the engine's `SubscriptionGroup`.
+
+    For the engine's own commands, e.g. ``eventstore subscriptions dead-letters retry
+    projection:balances:v1 --target myapp.projections:subscriptions`` with
+    ``subscriptions = functools.partial(subscription_group, group)`` in that module.
+    """
+    subscriptions = tuple(subscription_for(p, schema=schema) for p in group.projections)
+    return SubscriptionGroup(group.registry, subscriptions)
+
+
+def _replay(batch: Batch[Any], status: str | None, projection: AnyProjection) -> bool:
+    """Returns the batch's ``replay`` flag for a version's status, or refuses to apply it."""
+    if status == "building":
+        return True
+    if status == "live":
+        return batch.replay
+    raise RetryLater(
+        f"projection {projection.name!r} version {projection.version} is "
+        f"{status or 'not registered'}: nothing is applied"
+    )
+
+
+class _SyncHandler:
+    """Calls a `Projection` with each batch, after reading its version's status."""
+
+    def __init__(self, projection: Projection, statement: bytes) -> None:
+        self.projection = projection
+        self.statement = statement
+        self.params = {"name": projection.name, "version": projection.version}
+
+    def __call__(self, batch: Batch[Any], conn: Any) -> None:
+        raw: psycopg.Connection[Any] = unwrap_connection(conn)
+        with raw.cursor(row_factory=tuple_row) as cur:
+            cur.execute(self.statement, self.params)
+            row = cur.fetchone()
+        replay = _replay(batch, None if row is None else str(row[0]), self.projection)
+        self.projection.handle_batch(batch.events, conn, replay=replay)
+
+
+class _AsyncHandler:
+    """Calls an `AsyncProjection` with each batch, after reading its version's status."""
+
+    def __init__(self, projection: AsyncProjection, statement: bytes) -> None:
+        self.projection = projection
+        self.statement = statement
+        self.params = {"name": projection.name, "version": projection.version}
+
+    async def __call__(self, batch: Batch[Any], conn: Any) -> None:
+        raw: psycopg.AsyncConnection[Any] = await unwrap_async_connection(conn)
+        async with raw.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(self.statement, self.params)
+            row = await cur.fetchone()
+        replay = _replay(batch, None if row is None else str(row[0]), self.projection)
+        await self.projection.handle_batch(batch.events, conn, replay=replay)
