@@ -96,13 +96,13 @@ LOAD_CHECKPOINT: Final = (
     "WHERE name = %(name)s AND shard = %(shard)s"
 )
 
-# The fence: only the holder of the current epoch moves the checkpoint.
+# The fence: only the holder of the current epoch moves the checkpoint. (A batch in flight
+# when the shard is paused still commits; the pause takes effect at the next one.)
 SAVE_CHECKPOINT: Final = (
     "UPDATE {checkpoints} SET low = %(low)s, high = %(high)s, position = %(position)s, "
     "handled = handled + %(handled)s, last_error = NULL, updated_at = now(), "
     "lease_until = now() + %(ttl)s * interval '1 second' "
-    "WHERE name = %(name)s AND shard = %(shard)s AND epoch = %(epoch)s "
-    "AND status = 'running' RETURNING 1"
+    "WHERE name = %(name)s AND shard = %(shard)s AND epoch = %(epoch)s RETURNING 1"
 )
 
 HALT_SHARD: Final = (

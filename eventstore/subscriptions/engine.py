@@ -237,10 +237,11 @@ def retry_dead_letters(
 ) -> RetryOutcome:
     """Replays the parked events of each held stream (or one) through the handler, in order.
 
-    Each stream is one transaction: its dead letters are replayed oldest first in one
-    batch (``replay=True``) and marked retried, which releases the stream; if the handler
-    fails again, nothing changes and the stream stays held. The shard's checkpoint row is
-    locked first, so a concurrent batch of the same shard never interleaves with the replay.
+    Each stream is one transaction: its dead letters are handled oldest first in one
+    batch (``replay`` False: they were never handled) and marked retried, which releases
+    the stream; if the handler fails again, nothing changes and the stream stays held. The
+    shard's checkpoint row is locked first, so a concurrent batch of the same shard never
+    interleaves with the retry.
     """
     with store.transaction() as conn:
         streams = store.parked_streams(conn, subscription.name, stream_id)
@@ -266,7 +267,8 @@ def _retry_stream(store: SubscriptionStore, subscription: Subscription, stream_i
             return
         rows = store.read_positions(conn, [d.global_position for d in letters])
         events = tuple(_rows.decode_row(store.registry, row) for row in rows)
-        batch: Batch[Any] = Batch(subscription.name, shard, events, replay=True)
+        # Not a replay: these events were never handled, their side effects never ran.
+        batch: Batch[Any] = Batch(subscription.name, shard, events)
         with store.handler_target(subscription.connection, target) as given:
             _call_handler(subscription, batch, given)
         store.set_dead_letter_status(conn, [d.id for d in letters], "retried")

@@ -48,8 +48,8 @@ class RetryLater(Exception):
 class Batch(Generic[C]):
     """Holds the events a handler gets in one call, in position order, all of one shard.
 
-    ``replay`` is True when the events are handled again on purpose (a dead letter retried,
-    a rebuild): a handler with side effects can tell.
+    ``replay`` is True when the events are handled again on purpose (a rebuild): a handler
+    with side effects can tell. A retried dead letter is not a replay: it was never handled.
     """
 
     subscription: str
