@@ -91,9 +91,12 @@ RELEASE_SHARD: Final = (
     "WHERE name = %(name)s AND shard = %(shard)s AND epoch = %(epoch)s"
 )
 
+# With whether the subscription holds any stream at all (a probe of the partial index of
+# parked dead letters): most batches then skip asking which of their streams are held.
 LOAD_CHECKPOINT: Final = (
-    "SELECT low, high, position, status, epoch FROM {checkpoints} "
-    "WHERE name = %(name)s AND shard = %(shard)s"
+    "SELECT low, high, position, status, epoch, EXISTS (SELECT 1 FROM {dead_letters} d "
+    "WHERE d.name = %(name)s AND d.status = 'parked') "
+    "FROM {checkpoints} WHERE name = %(name)s AND shard = %(shard)s"
 )
 
 # The fence: only the holder of the current epoch moves the checkpoint. (A batch in flight

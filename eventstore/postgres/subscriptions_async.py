@@ -368,11 +368,11 @@ class AsyncSubscriptionStore:
         rows = await self._fetch(conn, self._sql.load_checkpoint, {"name": name, "shard": shard})
         if not rows:
             return None
-        low, high, position, status, epoch = rows[0]
+        low, high, position, status, epoch, holds = rows[0]
         window = Window(
             PgSnapshot.parse(low), None if high is None else PgSnapshot.parse(high), position
         )
-        return CheckpointRow(window, status, epoch)
+        return CheckpointRow(window, status, epoch, holds)
 
     async def save_checkpoint(
         self,

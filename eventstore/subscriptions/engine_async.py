@@ -125,7 +125,7 @@ class AsyncShardWorker:
                 event_types=sub.type_names,
                 stream_prefix=sub.stream_prefix,
             )
-            handled = await self._handle(conn, target, rows)
+            handled = await self._handle(conn, target, rows, checkpoint.holds_streams)
             drained = len(rows) < sub.batch_size
             moved = window.advanced(rows[-1][0]) if rows else window
             if drained:
@@ -136,12 +136,16 @@ class AsyncShardWorker:
                 raise FencedError(sub.name, self.shard)
         return StepResult(len(rows), drained and live)
 
-    async def _handle(self, conn: Any, target: Any, rows: Sequence[_rows.RawRow]) -> int:
+    async def _handle(
+        self, conn: Any, target: Any, rows: Sequence[_rows.RawRow], holds_streams: bool
+    ) -> int:
         """Handles a page: decodes, parks held and undecodable events, runs the handler."""
         if not rows:
             return 0
         sub = self.subscription
-        held = await self.source.held_streams(conn, sub.name, sorted({r[1] for r in rows}))
+        held: set[str] = set()
+        if holds_streams:
+            held = await self.source.held_streams(conn, sub.name, sorted({r[1] for r in rows}))
         events: list[RecordedEvent[Event]] = []
         for row in rows:
             if row[1] in held:

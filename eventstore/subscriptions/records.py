@@ -42,6 +42,7 @@ class CheckpointRow:
     window: Window
     status: str
     epoch: int
+    holds_streams: bool = True  # False: no parked dead letter, so no stream is held
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
