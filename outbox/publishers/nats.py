@@ -1,0 +1,175 @@
+"""NATS JetStream through nats-py: publish with acks, the event id as ``Nats-Msg-Id``.
+
+Every message is a JetStream publish that waits for the stream's ack. ``Nats-Msg-Id`` is
+the event id, so the stream's duplicate window (``duplicate_window``, 2 minutes by
+default) drops the relay's own re-publications: a batch published again after a crash or
+a retry is stored once. The CloudEvents attributes travel as ``ce-*`` headers, the
+content type as ``Content-Type``, the body is the event's JSON.
+
+A message larger than the server's ``max_payload``, or than the stream's
+``max_msg_size``, is a `PermanentPublishError` ("too large"); a missing stream, a
+timeout and a lost connection are transient. The connection does not reconnect by
+itself: after a failure the next call connects anew, so the relay's backoff paces the
+attempts and the shard's status shows the outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from outbox.errors import PermanentPublishError, PublishError, TransientPublishError
+from outbox.message import Message, binary_headers, message_from_headers
+
+__all__ = ["HEADER_PREFIX", "NatsPublisher", "message_from_nats"]
+
+logger = logging.getLogger("outbox.publishers.nats")
+
+HEADER_PREFIX: Final = "ce-"
+MSG_ID: Final = "Nats-Msg-Id"
+# JetStream's error code for "message size exceeds maximum allowed" (the stream's limit).
+_TOO_LARGE: Final = 10054
+Subject = str | Callable[[Message], str]
+
+
+class NatsPublisher:
+    """Publishes messages to NATS JetStream, waiting for each message's ack.
+
+    - ``subject``: a string or a function of the message; by default ``events.<type>``.
+      A JetStream stream must capture it.
+    - ``stream``: the stream the subject must land in (``Nats-Expected-Stream``), if given.
+    - ``timeout``: seconds to wait for an ack; ``connect_timeout`` to connect.
+    """
+
+    def __init__(
+        self,
+        servers: str | list[str] = "nats://127.0.0.1:4222",
+        *,
+        subject: Subject | None = None,
+        stream: str | None = None,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.servers = servers
+        self.subject = subject
+        self.stream = stream
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._client: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"NatsPublisher({self.servers!r})"
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publishes the messages together and waits for JetStream's ack of each."""
+        if not messages:
+            return
+        js = await self._open()
+        outcomes = await asyncio.gather(
+            *(self._publish_one(js, m) for m in messages), return_exceptions=True
+        )
+        failures = [
+            _failure(m, o) for m, o in zip(messages, outcomes, strict=True) if o is not None
+        ]
+        if any(isinstance(f, TransientPublishError) for f in failures):
+            await self.close()
+        for failure in failures:
+            if isinstance(failure, PermanentPublishError):
+                raise failure
+        for failure in failures:
+            raise failure
+
+    async def _publish_one(self, js: JetStreamContext, message: Message) -> None:
+        headers = binary_headers(message, HEADER_PREFIX)
+        headers[MSG_ID] = message.id
+        headers["Content-Type"] = message.datacontenttype
+        await js.publish(
+            self._subject(message),
+            message.data,
+            timeout=self.timeout,
+            stream=self.stream,
+            headers=headers,
+        )
+
+    def _subject(self, message: Message) -> str:
+        if self.subject is None:
+            return f"events.{message.type}"
+        if isinstance(self.subject, str):
+            return self.subject
+        return self.subject(message)
+
+    async def _open(self) -> JetStreamContext:
+        async with self._lock:
+            if self._js is not None and self._client is not None and self._client.is_connected:
+                return self._js
+            await self._close()
+            try:
+                self._client = await nats.connect(
+                    self.servers,
+                    connect_timeout=max(1, round(self.connect_timeout)),
+                    # One attempt per server and no reconnecting in the background:
+                    # nats-py retries an initial connect forever otherwise.
+                    allow_reconnect=False,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=0,
+                    error_cb=_log_error,
+                )
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                raise TransientPublishError(f"cannot connect to NATS: {_describe(exc)}") from exc
+            self._js = self._client.jetstream(timeout=self.timeout)
+            return self._js
+
+    async def close(self) -> None:
+        """Closes the connection (the next publish opens a new one)."""
+        async with self._lock:
+            await self._close()
+
+    async def _close(self) -> None:
+        client, self._client, self._js = self._client, None, None
+        if client is not None and not client.is_closed:
+            with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+                await client.close()
+
+
+async def _log_error(error: Exception) -> None:
+    logger.debug("NATS client error: %s", _describe(error))
+
+
+def _failure(message: Message, outcome: BaseException | Any) -> PublishError:
+    """Returns the publish error a nats-py outcome of one message means."""
+    if isinstance(outcome, nats.errors.MaxPayloadError):
+        return PermanentPublishError(
+            message, f"too large: {len(message.data)} bytes exceed the server's max_payload"
+        )
+    if isinstance(outcome, nats.js.errors.APIError) and outcome.err_code == _TOO_LARGE:
+        return PermanentPublishError(message, f"too large: {outcome.description}")
+    if isinstance(outcome, nats.js.errors.NoStreamResponseError):
+        return TransientPublishError(
+            f"no JetStream stream answered for subject of type {message.type!r}"
+        )
+    if isinstance(outcome, nats.errors.Error | OSError | TimeoutError):
+        return TransientPublishError(f"NATS publish failed: {_describe(outcome)}")
+    if isinstance(outcome, BaseException):
+        raise outcome
+    raise AssertionError(f"unexpected publish outcome {outcome!r}")
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".rstrip(": ")
+
+
+def message_from_nats(msg: Any) -> Message:
+    """Returns the message a NATS message carries (published by `NatsPublisher`)."""
+    headers = dict(msg.headers or {})
+    return message_from_headers(headers, HEADER_PREFIX, msg.data, headers.get("Content-Type"))

@@ -1,0 +1,293 @@
+"""The relay: a subscription that publishes committed events to a broker, at least once, in order.
+
+The events a service appends in its own transaction are the outbox. A `Relay` is a
+`Subscription` named ``relay:<name>`` whose handler maps a batch of events to messages,
+publishes them and waits for the broker's confirmation of every one; only then does the
+handler return, and the engine commits the checkpoint. A crash between the confirmation
+and the commit means the batch is read and published again: delivery is at least once,
+and the message id (the event id) is the key to drop duplicates by.
+
+Order. Within a batch, a stream's messages are published one after the other, each
+only once the previous one is confirmed; different streams' messages go out together
+("waves": the first message of every stream, then the second, ...). A later event of a
+stream is therefore never sent before an earlier one is confirmed, and the engine never
+gives another batch of the shard (or another runner) the stream's next events before
+this batch committed.
+
+Failures. A `TransientPublishError` (broker down, a timeout) is in the subscription's
+``transient`` classes: the batch rolls back and is retried with backoff, nothing is
+skipped, and the shard's status shows the error. A `PermanentPublishError` (the broker
+refused that message for good) is an ordinary handler failure: the engine retries, then
+narrows the batch down to that one event (it handles halves of the batch in savepoints),
+parks it as a dead letter naming the cause, and holds its stream (later events of the
+stream are parked behind it, in order) while every other stream keeps flowing. Retrying
+the dead letters publishes the held events, in order, and releases the stream.
+
+Narrowing down calls the handler again on parts of the batch, in the same transaction.
+The handler remembers which messages the broker confirmed in that transaction and does
+not send them again (see `_RelayHandler`): the refused message is retried, not the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+from eventstore.errors import ConfigurationError
+from eventstore.events import Event, RecordedEvent
+from eventstore.postgres.schema import DEFAULT_SCHEMA
+from eventstore.registry import EventRegistry
+from eventstore.subscriptions import (
+    AsyncSubscriptionStore,
+    Batch,
+    RetryOutcome,
+    Subscription,
+    SubscriptionGroup,
+)
+from eventstore.subscriptions.engine_async import retry_dead_letters
+from eventstore.subscriptions.runner import SubscriptionRunner
+from eventstore.subscriptions.subscription import Start
+from outbox.enqueue import OutboxMessage
+from outbox.errors import TransientPublishError
+from outbox.message import Mapper, Message, message_from_event
+from outbox.publisher import Publisher
+
+__all__ = ["RELAY_PREFIX", "Relay", "RelayGroup", "waves"]
+
+logger = logging.getLogger("outbox.relay")
+
+RELAY_PREFIX: Final = "relay:"
+# The batch transaction's start time: it names the transaction (see _RelayHandler).
+TRANSACTION_STARTED: Final = "SELECT now()"
+
+
+class Relay:
+    """Defines one relay: which events leave the service, as what, through which publisher.
+
+    - ``source``: the CloudEvents ``source`` of every message (a URI reference naming the
+      service, e.g. ``"//bank.example.com/accounts"``).
+    - ``event_types``: only these event types leave (filtered in SQL); ``stream_prefixes``:
+      only events of streams starting with one of these (``"account-"``).
+    - ``mapper(event, message)``: returns the message to send (``message`` itself, or a
+      `Message.replace` of it with a public type and data) or None to keep the event in.
+    - ``enqueued``: also deliver the `OutboxMessage` s enqueued with `enqueue` (those
+      whose ``destination`` is None or this relay's name), whatever the filters above.
+    - ``batch_size``, ``shards``, ``retries``, ``start``: the subscription's (see
+      `Subscription`); several relay processes share the shards, each stream in one.
+    - ``publish_timeout``: seconds to wait for the broker's confirmation of a call;
+      beyond it the batch is postponed as if the broker were down.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        publisher: Publisher,
+        *,
+        source: str,
+        event_types: Sequence[str | type[Event]] | None = None,
+        stream_prefixes: Sequence[str] | None = None,
+        mapper: Mapper | None = None,
+        enqueued: bool = True,
+        batch_size: int = 100,
+        shards: int = 1,
+        retries: int = 3,
+        start: Start = "beginning",
+        publish_timeout: float = 30.0,
+    ) -> None:
+        if not isinstance(publisher, Publisher):
+            raise ConfigurationError(f"relay {name!r}: {publisher!r} is not a Publisher")
+        if not source:
+            raise ConfigurationError(f"relay {name!r}: source must be a non-empty URI reference")
+        if isinstance(stream_prefixes, str):
+            stream_prefixes = (stream_prefixes,)
+        self.name = name
+        self.publisher = publisher
+        self.source = source
+        self.mapper = mapper
+        self.enqueued = enqueued
+        self.stream_prefixes = None if stream_prefixes is None else tuple(stream_prefixes)
+        self.publish_timeout = publish_timeout
+        types = None if event_types is None else list(event_types)
+        if types is not None and enqueued:
+            types.append(OutboxMessage.event_type)
+        # One prefix and no enqueued messages (which live in outbox-* streams) is pushed
+        # into SQL; anything else is filtered here, and still moves the checkpoint.
+        sql_prefix = None
+        if self.stream_prefixes is not None and len(self.stream_prefixes) == 1 and not enqueued:
+            sql_prefix = self.stream_prefixes[0]
+        self.subscription = Subscription(
+            RELAY_PREFIX + name,
+            _RelayHandler(self),
+            batch_size=batch_size,
+            event_types=types,
+            stream_prefix=sql_prefix,
+            shards=shards,
+            on_failure="park",
+            retries=retries,
+            start=start,
+            transient=(TransientPublishError,),
+        )
+
+    def __repr__(self) -> str:
+        return f"Relay({self.name!r}, {type(self.publisher).__name__})"
+
+    def messages(self, events: Iterable[RecordedEvent[Event]]) -> list[Message]:
+        """Returns the messages these events become, in order; filtered-out ones are left out."""
+        messages = []
+        for event in events:
+            if not self._wanted(event):
+                continue
+            message = message_from_event(event, self.source)
+            if self.mapper is not None:
+                mapped = self.mapper(event, message)
+                if mapped is None:
+                    continue
+                message = mapped
+            messages.append(message)
+        return messages
+
+    def _wanted(self, event: RecordedEvent[Event]) -> bool:
+        if isinstance(event.data, OutboxMessage):
+            destination = event.data.destination
+            return self.enqueued and destination in (None, self.name)
+        if self.stream_prefixes is None:
+            return True
+        return event.stream_id.startswith(self.stream_prefixes)
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publishes one call's messages, waiting at most ``publish_timeout`` for the broker."""
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                await self.publisher.publish(messages)
+        except TimeoutError as exc:
+            raise TransientPublishError(
+                f"no confirmation from the broker within {self.publish_timeout} s"
+            ) from exc
+
+
+class _RelayHandler:
+    """Publishes a batch in waves and returns once the broker confirmed all of it.
+
+    It remembers, per shard, the messages the broker confirmed in the current batch
+    transaction: the engine's retries and its narrowing down of a failing batch call the
+    handler again in that same transaction, and those messages are not sent again. A new
+    transaction (the next batch, a batch postponed and read again, a subscription reset)
+    starts afresh, so the memory never hides a message that is to be published again.
+    """
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+        self._confirmed: dict[int, tuple[tuple[int, object], set[str]]] = {}
+
+    async def __call__(self, batch: Batch[Any], conn: Any) -> None:
+        messages = self._relay.messages(batch.events)
+        # A replay (events handled again on purpose) always publishes everything.
+        confirmed = set() if batch.replay else await self._confirmed_in(batch.shard, conn)
+        for wave in waves([m for m in messages if m.id not in confirmed]):
+            await self._relay.publish(wave)
+            confirmed.update(m.id for m in wave)
+
+    async def _confirmed_in(self, shard: int, conn: Any) -> set[str]:
+        """Returns the ids the broker confirmed so far in this batch transaction."""
+        # now() is the transaction's start time: with the backend's pid, it names the
+        # transaction across the savepoints the engine runs each call in.
+        cursor = await conn.execute(TRANSACTION_STARTED)
+        (started,) = await cursor.fetchone()
+        transaction = (conn.info.backend_pid, started)
+        known = self._confirmed.get(shard)
+        if known is None or known[0] != transaction:
+            known = self._confirmed[shard] = (transaction, set())
+        return known[1]
+
+
+def waves(messages: Sequence[Message]) -> list[list[Message]]:
+    """Splits messages into calls that each hold at most one message per stream, in order.
+
+    The first wave holds every stream's first message, the second every stream's second,
+    and so on: a stream's next message is sent only after its previous one is confirmed.
+    """
+    result: list[list[Message]] = []
+    seen: dict[str, int] = {}
+    for message in messages:
+        nth = seen.get(message.stream_id, 0)
+        seen[message.stream_id] = nth + 1
+        if nth == len(result):
+            result.append([])
+        result[nth].append(message)
+    return result
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RelayGroup:
+    """Bundles the relays one process runs with the registry that decodes their events.
+
+    ``eventstore relay run module:name`` imports such an object (or a function returning
+    one) and runs it. The registry learns `OutboxMessage`, for enqueued messages.
+    """
+
+    registry: EventRegistry
+    relays: tuple[Relay, ...]
+
+    def __post_init__(self) -> None:
+        relays = tuple(self.relays)
+        names = [r.name for r in relays]
+        if not relays:
+            raise ConfigurationError("a relay group needs at least one relay")
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"relay names must be unique: {names}")
+        object.__setattr__(self, "relays", relays)
+        if OutboxMessage.event_type not in self.registry:
+            self.registry.register(OutboxMessage)
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        """Returns the relays' subscriptions."""
+        return tuple(r.subscription for r in self.relays)
+
+    def subscription_group(self) -> SubscriptionGroup:
+        """Returns the relays as a `SubscriptionGroup` (for the ``subscriptions`` commands)."""
+        return SubscriptionGroup(self.registry, self.subscriptions)
+
+    def get(self, name: str) -> Relay:
+        """Returns the relay of that name (``orders`` or its subscription's ``relay:orders``)."""
+        for relay in self.relays:
+            if name in (relay.name, relay.subscription.name):
+                return relay
+        raise ConfigurationError(f"no relay named {name!r} in this group")
+
+    async def close(self) -> None:
+        """Closes every relay's publisher."""
+        for publisher in {id(r.publisher): r.publisher for r in self.relays}.values():
+            try:
+                await publisher.close()
+            except Exception:
+                logger.exception("closing a publisher failed")
+
+    async def run(
+        self, stop: asyncio.Event | None = None, *, url: str | None = None, **options: Any
+    ) -> None:
+        """Runs the relays until ``stop`` is set, then stops gracefully and closes publishers.
+
+        ``options`` go to `SubscriptionRunner` (``schema``, ``lease_ttl``, ...).
+        """
+        runner = SubscriptionRunner(self.subscriptions, registry=self.registry, url=url, **options)
+        try:
+            await runner.run(stop)
+        finally:
+            await self.close()
+
+    async def retry_dead_letters(
+        self,
+        name: str,
+        *,
+        url: str | None = None,
+        schema: str = DEFAULT_SCHEMA,
+        stream_id: str | None = None,
+    ) -> RetryOutcome:
+        """Publishes a relay's held streams (or one) again, in order, releasing those sent."""
+        relay = self.get(name)
+        async with AsyncSubscriptionStore(url, registry=self.registry, schema=schema) as store:
+            return await retry_dead_letters(store, relay.subscription, stream_id)
