@@ -181,7 +181,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--poll-interval", type=float, default=1.0, help="full look at least this often (s)"
     )
     run.add_argument(
-        "--wake-interval", type=float, default=0.02, help="snapshot check interval (s)"
+        "--wake-interval", type=float, default=0.05, help="snapshot check interval (s)"
     )
     run.add_argument(
         "--listen", action="store_true", help="also wake on NOTIFY eventstore_events.<schema>"

@@ -93,9 +93,10 @@ RELEASE_SHARD: Final = (
 
 # With whether the subscription holds any stream at all (a probe of the partial index of
 # parked dead letters): most batches then skip asking which of their streams are held.
+# And the current snapshot, in case the cycle opens a new window: one round trip for all.
 LOAD_CHECKPOINT: Final = (
     "SELECT low, high, position, status, epoch, EXISTS (SELECT 1 FROM {dead_letters} d "
-    "WHERE d.name = %(name)s AND d.status = 'parked') "
+    "WHERE d.name = %(name)s AND d.status = 'parked'), pg_current_snapshot()::text "
     "FROM {checkpoints} WHERE name = %(name)s AND shard = %(shard)s"
 )
 

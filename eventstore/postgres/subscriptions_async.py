@@ -221,14 +221,18 @@ class AsyncSubscriptionStore:
         """Returns the snapshot of transactions finished now."""
         return PgSnapshot.parse(await self._one(conn, self._sql.current_snapshot, {}))
 
-    async def open_window(self, conn: Conn, window: Window) -> tuple[Window, bool]:
-        """Opens the next window up to now, starting at its first row's position.
+    async def open_window(
+        self, conn: Conn, window: Window, now: PgSnapshot | None = None
+    ) -> tuple[Window, bool]:
+        """Opens the next window up to ``now`` (default: a snapshot taken here).
 
-        Returns the window and whether it was newly opened (so it reaches "now").
+        The window starts at a lower bound of its rows' positions, so that reading it by
+        position never walks the rows before it. Returns the window and whether it was
+        newly opened (so it reaches "now").
         """
         if window.is_open:
             return window, False
-        opened = window.open(await self.current_snapshot(conn))
+        opened = window.open(now or await self.current_snapshot(conn))
         from_xid, to_xid, extra = opened.candidate_ranges()
         params = {
             "from_xid": str(from_xid),
@@ -368,11 +372,11 @@ class AsyncSubscriptionStore:
         rows = await self._fetch(conn, self._sql.load_checkpoint, {"name": name, "shard": shard})
         if not rows:
             return None
-        low, high, position, status, epoch, holds = rows[0]
+        low, high, position, status, epoch, holds, now = rows[0]
         window = Window(
             PgSnapshot.parse(low), None if high is None else PgSnapshot.parse(high), position
         )
-        return CheckpointRow(window, status, epoch, holds)
+        return CheckpointRow(window, status, epoch, holds, PgSnapshot.parse(now))
 
     async def save_checkpoint(
         self,

@@ -115,7 +115,7 @@ class ShardWorker:
                 raise FencedError(sub.name, self.shard)
             if checkpoint.status != "running":
                 return StepResult(0, True, checkpoint.status)
-            window, live = self.source.open_window(conn, checkpoint.window)
+            window, live = self.source.open_window(conn, checkpoint.window, checkpoint.now)
             rows = self.source.page(
                 conn,
                 window,

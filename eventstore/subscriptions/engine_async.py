@@ -115,7 +115,7 @@ class AsyncShardWorker:
                 raise FencedError(sub.name, self.shard)
             if checkpoint.status != "running":
                 return StepResult(0, True, checkpoint.status)
-            window, live = await self.source.open_window(conn, checkpoint.window)
+            window, live = await self.source.open_window(conn, checkpoint.window, checkpoint.now)
             rows = await self.source.page(
                 conn,
                 window,

@@ -8,7 +8,7 @@ import uuid
 from typing import Literal
 
 from eventstore.events import Event, RecordedEvent
-from eventstore.subscriptions.window import Window
+from eventstore.subscriptions.window import PgSnapshot, Window
 
 __all__ = [
     "CheckpointRow",
@@ -43,6 +43,7 @@ class CheckpointRow:
     status: str
     epoch: int
     holds_streams: bool = True  # False: no parked dead letter, so no stream is held
+    now: PgSnapshot | None = None  # the current snapshot, read with the checkpoint
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

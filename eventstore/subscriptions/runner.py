@@ -5,7 +5,7 @@ runner, renews the leases it holds, takes its fair share of free shards (a share
 shard count divided by the live runners, rounded up) and gives up shards above its share
 so that a runner that joins gets work. Each held shard has a worker task that runs batch
 cycles back to back while there is work, and otherwise waits for a wake-up. One watcher
-per runner asks Postgres for its current snapshot every ``wake_interval`` (20 ms: one
+per runner asks Postgres for its current snapshot every ``wake_interval`` (50 ms: one
 query that touches no table) and wakes the workers when it changed, that is when some
 transaction finished; with ``listen=True`` a LISTEN connection also wakes them on
 notifications the application sends; and every ``poll_interval`` a worker looks anyway.
@@ -90,7 +90,7 @@ class SubscriptionRunner:
         runner_id: str | None = None,
         lease_ttl: float = 10.0,
         poll_interval: float = 1.0,
-        wake_interval: float = 0.02,
+        wake_interval: float = 0.05,
         listen: bool = False,
         connect_timeout: float = 5.0,
         engine: Any = None,
