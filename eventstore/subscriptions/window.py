@@ -33,12 +33,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from collections.abc import Iterable
 from typing import Final, Self
 
 from eventstore.errors import InvalidArgumentError
 
-__all__ = ["NOTHING_SEEN", "PgSnapshot", "Window", "covers", "newest"]
+__all__ = ["NOTHING_SEEN", "PgSnapshot", "Window", "covers"]
 
 # Transaction ids below 3 are reserved by Postgres (invalid, bootstrap, frozen).
 _FIRST_NORMAL_XID: Final = 3
@@ -136,10 +135,6 @@ class Window:
         """Tells whether a transaction belongs to this window (visible in high, not in low)."""
         return self.high is not None and self.high.visible(xid) and not self.low.visible(xid)
 
-    def has_seen(self, xid: int) -> bool:
-        """Tells whether a reader at this place has handled every event of ``xid``."""
-        return self.low.visible(xid)
-
     def to_token(self) -> str:
         """Encodes the place as an opaque, URL-safe token (see `from_token`)."""
         state = [str(self.low), None if self.high is None else str(self.high), self.position]
@@ -160,11 +155,6 @@ class Window:
         except (ValueError, TypeError, json.JSONDecodeError):
             raise InvalidArgumentError(f"not a read_all token: {token!r}") from None
         return window
-
-
-def newest(snapshots: Iterable[PgSnapshot]) -> PgSnapshot:
-    """Returns the snapshot with the highest ``xmax`` (the most recent)."""
-    return max(snapshots, key=lambda s: (s.xmax, s.xmin))
 
 
 def covers(low: PgSnapshot, target: PgSnapshot) -> bool:
