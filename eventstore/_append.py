@@ -269,7 +269,8 @@ def validate_snapshot(snapshot: object) -> Snapshot:
 
     Its stream id must be storable (as in every other operation), its version at least 1
     (a snapshot of version 0 holds no event, and loading would apply every event on top of
-    it), and its state JSON text without NUL characters (Postgres's jsonb refuses them).
+    it), its ``event_id`` a UUID (the event it was taken at), and its state JSON text
+    without NUL characters (Postgres's jsonb refuses them).
     """
     if not isinstance(snapshot, Snapshot):
         raise InvalidArgumentError(f"expected a Snapshot, got {type(snapshot).__qualname__}")
@@ -277,6 +278,11 @@ def validate_snapshot(snapshot: object) -> Snapshot:
     version = snapshot.version
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise InvalidArgumentError(f"snapshot version must be an int >= 1, not {version!r}")
+    if not isinstance(snapshot.event_id, uuid.UUID):
+        raise InvalidArgumentError(
+            f"snapshot event_id must be the UUID of the event at its version, "
+            f"not {snapshot.event_id!r}"
+        )
     if not isinstance(snapshot.state, str):
         raise InvalidArgumentError("snapshot state must be JSON text")
     try:

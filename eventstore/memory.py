@@ -192,15 +192,24 @@ class InMemoryEventStore:
         snapshot = _append.validate_snapshot(snapshot)  # what Postgres would refuse, too
         with self._lock:
             known = self._snapshots.get(snapshot.stream_id)
-            if known is None or known.version < snapshot.version:
+            if known is None or known.version < snapshot.version or not self._bound(known):
                 self._snapshots[snapshot.stream_id] = snapshot
 
     def load_snapshot(
         self, stream_id: str, *, conn: ConnectionLike | None = None
     ) -> Snapshot | None:
-        """Returns the stream's latest snapshot, or None."""
+        """Returns the stream's snapshot while the event it was taken at is still there."""
         _refuse_connection(conn)
-        return self._snapshots.get(_append.validate_stream_id(stream_id))
+        with self._lock:
+            snapshot = self._snapshots.get(_append.validate_stream_id(stream_id))
+            return snapshot if snapshot is not None and self._bound(snapshot) else None
+
+    def _bound(self, snapshot: Snapshot) -> bool:
+        """Tells whether the event at the snapshot's version is the one it was taken at."""
+        events = self._streams.get(snapshot.stream_id, ())
+        if snapshot.version > len(events):
+            return False
+        return bool(events[snapshot.version - 1][3] == snapshot.event_id)
 
     def delete_snapshot(self, stream_id: str, *, conn: ConnectionLike | None = None) -> None:
         """Removes the stream's snapshot."""
@@ -389,7 +398,7 @@ class AsyncInMemoryEventStore:
     async def load_snapshot(
         self, stream_id: str, *, conn: AsyncConnectionLike | None = None
     ) -> Snapshot | None:
-        """Returns the stream's latest snapshot, or None."""
+        """Returns the stream's snapshot while the event it was taken at is still there."""
         _refuse_connection(conn)
         await self._turn()
         return self.sync.load_snapshot(stream_id)

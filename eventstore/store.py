@@ -117,13 +117,19 @@ class StreamInfo:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Holds an aggregate's encoded state as of a stream version."""
+    """Holds an aggregate's encoded state as of a stream version.
+
+    ``event_id`` is the id of the event at ``version``: a snapshot is only loaded while
+    that very event is still the one at its version, so a snapshot left over from before a
+    restore (the stream rewound, then appended again up to the same version) is ignored.
+    """
 
     stream_id: str
     version: int
     state_type: str
     schema_version: int
     state: str
+    event_id: uuid.UUID
 
     def params(self) -> dict[str, Any]:
         """Returns the statement parameters."""

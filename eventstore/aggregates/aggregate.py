@@ -26,6 +26,7 @@ import inspect
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Self, TypeVar, overload
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
@@ -214,14 +215,15 @@ def mark_saved(aggregate: Aggregate, version: int) -> None:
     aggregate._version = version
 
 
-def to_snapshot(aggregate: Aggregate) -> Snapshot:
-    """Encodes the aggregate's state at its current version."""
+def to_snapshot(aggregate: Aggregate, event_id: UUID) -> Snapshot:
+    """Encodes the aggregate's state at its current version, bound to the event there."""
     return Snapshot(
         stream_id=aggregate.stream_id,
         version=aggregate.version,
         state_type=type(aggregate).__qualname__,
         schema_version=type(aggregate).snapshot_version,
         state=aggregate.model_dump_json(),
+        event_id=event_id,
     )
 
 

@@ -12,6 +12,7 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
+from uuid import UUID
 
 import tenacity
 
@@ -140,16 +141,16 @@ class Repository(Generic[A]):
         previous = aggregate.version
         _aggregate.mark_saved(aggregate, result.last_version)
         if self._crosses_snapshot(previous, result.last_version):
-            self._save_snapshot(aggregate, conn)
+            self._save_snapshot(aggregate, result.event_ids[-1], conn)
         return CommandResult(aggregate, events, result)
 
-    def _save_snapshot(self, aggregate: A, conn: ConnectionLike | None) -> None:
+    def _save_snapshot(self, aggregate: A, event_id: UUID, conn: ConnectionLike | None) -> None:
         # The events are committed (or in the caller's transaction) already; a snapshot is
         # only a cache, so failing to make or write one must not fail the save, or a caller
         # who retries would apply the command twice. Only a database error inside a
         # caller's transaction propagates: that transaction is aborted and must be retried.
         try:
-            snapshot = _aggregate.to_snapshot(aggregate)
+            snapshot = _aggregate.to_snapshot(aggregate, event_id)
         except Exception:
             self._log_snapshot_failure(aggregate)
             return

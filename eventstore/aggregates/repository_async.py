@@ -10,6 +10,7 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
+from uuid import UUID
 
 import tenacity
 
@@ -144,16 +145,18 @@ class AsyncRepository(Generic[A]):
         previous = aggregate.version
         _aggregate.mark_saved(aggregate, result.last_version)
         if self._crosses_snapshot(previous, result.last_version):
-            await self._save_snapshot(aggregate, conn)
+            await self._save_snapshot(aggregate, result.event_ids[-1], conn)
         return CommandResult(aggregate, events, result)
 
-    async def _save_snapshot(self, aggregate: A, conn: AsyncConnectionLike | None) -> None:
+    async def _save_snapshot(
+        self, aggregate: A, event_id: UUID, conn: AsyncConnectionLike | None
+    ) -> None:
         # The events are committed (or in the caller's transaction) already; a snapshot is
         # only a cache, so failing to make or write one must not fail the save, or a caller
         # who retries would apply the command twice. Only a database error inside a
         # caller's transaction propagates: that transaction is aborted and must be retried.
         try:
-            snapshot = _aggregate.to_snapshot(aggregate)
+            snapshot = _aggregate.to_snapshot(aggregate, event_id)
         except Exception:
             self._log_snapshot_failure(aggregate)
             return

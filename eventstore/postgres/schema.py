@@ -100,6 +100,9 @@ def make_metadata(schema: str = DEFAULT_SCHEMA) -> sa.MetaData:
         sa.Column(
             "recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
+        # The event at ``version`` when the snapshot was taken (NULL for snapshots stored
+        # before 0007: those are never loaded, and the next snapshot replaces them).
+        sa.Column("event_id", postgresql.UUID(as_uuid=True), nullable=True),
         sa.PrimaryKeyConstraint("stream_id", name="snapshots_pkey"),
         postgresql_with=STORAGE,
     )

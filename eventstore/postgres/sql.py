@@ -119,18 +119,26 @@ READ_DATA_FORWARD: Final = (
     "WHERE stream_id = %(stream_id)s AND version >= %(version)s ORDER BY version LIMIT %(limit)s"
 )
 
-# A snapshot only ever moves forward: an older one never overwrites a newer one.
+# A snapshot only ever moves forward: an older one never overwrites a newer one, unless
+# the stored one no longer matches the log (the event at its version is gone or another).
 SAVE_SNAPSHOT: Final = (
-    "INSERT INTO {snapshots} AS s (stream_id, version, state_type, schema_version, state) "
-    "VALUES (%(stream_id)s, %(version)s, %(state_type)s, %(schema_version)s, %(state)s::jsonb) "
+    "INSERT INTO {snapshots} AS s "
+    "(stream_id, version, state_type, schema_version, state, event_id) "
+    "VALUES (%(stream_id)s, %(version)s, %(state_type)s, %(schema_version)s, "
+    "%(state)s::jsonb, %(event_id)s) "
     "ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, "
     "state_type = EXCLUDED.state_type, schema_version = EXCLUDED.schema_version, "
-    "state = EXCLUDED.state, recorded_at = now() WHERE s.version < EXCLUDED.version"
+    "state = EXCLUDED.state, event_id = EXCLUDED.event_id, recorded_at = now() "
+    "WHERE s.version < EXCLUDED.version OR NOT EXISTS (SELECT FROM {events} e "
+    "WHERE e.stream_id = s.stream_id AND e.version = s.version AND e.event_id = s.event_id)"
 )
 
+# Only a snapshot bound to the event now at its version is handed out (one index probe).
 LOAD_SNAPSHOT: Final = (
-    "SELECT stream_id, version, state_type, schema_version, state::text "
-    "FROM {snapshots} WHERE stream_id = %(stream_id)s"
+    "SELECT s.stream_id, s.version, s.state_type, s.schema_version, s.state::text, "
+    "s.event_id FROM {snapshots} s JOIN {events} e ON e.stream_id = s.stream_id "
+    "AND e.version = s.version AND e.event_id = s.event_id "
+    "WHERE s.stream_id = %(stream_id)s"
 )
 
 DELETE_SNAPSHOT: Final = "DELETE FROM {snapshots} WHERE stream_id = %(stream_id)s"

@@ -571,13 +571,29 @@ async def test_every_stream_operation_rejects_an_unstorable_stream_id(
 # --- Snapshots -----------------------------------------------------------------------------
 
 
-def snapshot(version: int, balance: int = 0, stream_id: str = "acc-1") -> Snapshot:
-    return Snapshot(stream_id, version, "Account", 1, json.dumps({"id": "1", "balance": balance}))
+def snapshot(
+    version: int, balance: int = 0, stream_id: str = "acc-1", event_id: uuid.UUID | None = None
+) -> Snapshot:
+    """A snapshot bound to ``event_id`` (a fresh id, bound to nothing stored, by default)."""
+    state = json.dumps({"id": "1", "balance": balance})
+    return Snapshot(stream_id, version, "Account", 1, state, event_id or uuid.uuid4())
+
+
+async def stored_snapshot(
+    store: AsyncEventStore, version: int, balance: int = 0, stream_id: str = "acc-1"
+) -> Snapshot:
+    """Appends up to ``version`` and returns a snapshot bound to the event there."""
+    have = (await store.stream_info(stream_id)).version
+    if have < version:
+        await store.append(stream_id, [dep(n) for n in range(have, version)])
+    at = [e async for e in store.read_stream(stream_id, from_version=version, limit=1)]
+    return snapshot(version, balance, stream_id, at[0].event_id)
 
 
 async def test_a_saved_snapshot_loads_back_as_saved(store: AsyncEventStore) -> None:
     assert await store.load_snapshot("acc-1") is None
-    await store.save_snapshot(snapshot(3, balance=30))
+    saved = await stored_snapshot(store, 3, balance=30)
+    await store.save_snapshot(saved)
     loaded = await store.load_snapshot("acc-1")
     assert loaded is not None
     assert (loaded.stream_id, loaded.version, loaded.state_type, loaded.schema_version) == (
@@ -586,6 +602,7 @@ async def test_a_saved_snapshot_loads_back_as_saved(store: AsyncEventStore) -> N
         "Account",
         1,
     )
+    assert loaded.event_id == saved.event_id
     assert json.loads(loaded.state) == {"id": "1", "balance": 30}
     assert await store.load_snapshot("acc-2") is None
 
@@ -593,9 +610,11 @@ async def test_a_saved_snapshot_loads_back_as_saved(store: AsyncEventStore) -> N
 async def test_a_newer_snapshot_replaces_an_older_one_but_not_the_reverse(
     store: AsyncEventStore,
 ) -> None:
-    await store.save_snapshot(snapshot(5, balance=5))
-    await store.save_snapshot(snapshot(10, balance=10))
-    await store.save_snapshot(snapshot(7, balance=7))
+    at_five = await stored_snapshot(store, 5, balance=5)
+    at_ten = await stored_snapshot(store, 10, balance=10)
+    at_seven = await stored_snapshot(store, 7, balance=7)
+    for taken in (at_five, at_ten, at_seven):
+        await store.save_snapshot(taken)
     loaded = await store.load_snapshot("acc-1")
     assert loaded is not None
     assert (loaded.version, json.loads(loaded.state)["balance"]) == (10, 10)
@@ -604,16 +623,43 @@ async def test_a_newer_snapshot_replaces_an_older_one_but_not_the_reverse(
 async def test_deleting_a_snapshot_forgets_only_that_streams_snapshot(
     store: AsyncEventStore,
 ) -> None:
-    await store.save_snapshot(snapshot(3))
-    await store.save_snapshot(snapshot(4, stream_id="acc-2"))
+    await store.save_snapshot(await stored_snapshot(store, 3))
+    await store.save_snapshot(await stored_snapshot(store, 4, stream_id="acc-2"))
     await store.delete_snapshot("acc-1")
     await store.delete_snapshot("acc-3")  # nothing to delete
     assert await store.load_snapshot("acc-1") is None
     kept = await store.load_snapshot("acc-2")
     assert kept is not None and kept.version == 4
-    await store.save_snapshot(snapshot(1))  # an older version is fine once deleted
+    await store.save_snapshot(await stored_snapshot(store, 1))  # older is fine once deleted
     again = await store.load_snapshot("acc-1")
     assert again is not None and again.version == 1
+
+
+async def test_a_snapshot_not_bound_to_the_event_at_its_version_is_never_loaded(
+    store: AsyncEventStore,
+) -> None:
+    """A snapshot left from before a restore (same version, another event) is not trusted."""
+    await store.append("acc-1", [dep(1), dep(2), dep(3)])
+    await store.save_snapshot(snapshot(3, balance=99))  # bound to an event that is not there
+    assert await store.load_snapshot("acc-1") is None
+    await store.save_snapshot(snapshot(9, balance=99))  # beyond the stream's end
+    assert await store.load_snapshot("acc-1") is None
+    # Another stream's event at the same version does not vouch for it either.
+    other = await stored_snapshot(store, 3, stream_id="acc-2")
+    await store.save_snapshot(snapshot(3, stream_id="acc-1", event_id=other.event_id))
+    assert await store.load_snapshot("acc-1") is None
+
+
+async def test_a_snapshot_that_no_longer_matches_the_log_is_replaced_by_an_older_one(
+    store: AsyncEventStore,
+) -> None:
+    """After a restore the stored snapshot may be ahead of the log: a valid one replaces it."""
+    await store.append("acc-1", [dep(1), dep(2)])
+    await store.save_snapshot(snapshot(8, balance=80))  # stale: no event 8 any more
+    valid = await stored_snapshot(store, 2, balance=2)
+    await store.save_snapshot(valid)
+    loaded = await store.load_snapshot("acc-1")
+    assert loaded is not None and (loaded.version, loaded.event_id) == (2, valid.event_id)
 
 
 @pytest.mark.parametrize("version", [0, -1])
@@ -625,17 +671,25 @@ async def test_a_snapshot_below_version_one_is_refused(
     assert await store.load_snapshot("acc-1") is None
 
 
+async def test_a_snapshot_without_an_event_id_is_refused(store: AsyncEventStore) -> None:
+    unbound = Snapshot("acc-1", 1, "Account", 1, "{}", "not-a-uuid")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="event_id"):
+        await store.save_snapshot(unbound)
+
+
 async def test_snapshot_state_with_a_nul_character_is_refused_by_every_store(
     store: AsyncEventStore,
 ) -> None:
     with pytest.raises(InvalidArgumentError, match="NUL"):
-        await store.save_snapshot(Snapshot("acc-1", 1, "Account", 1, json.dumps({"a": "x\x00"})))
+        await store.save_snapshot(
+            Snapshot("acc-1", 1, "Account", 1, json.dumps({"a": "x\x00"}), uuid.uuid4())
+        )
     assert await store.load_snapshot("acc-1") is None
 
 
 async def test_snapshot_state_that_is_not_json_is_refused(store: AsyncEventStore) -> None:
     with pytest.raises(InvalidArgumentError):
-        await store.save_snapshot(Snapshot("acc-1", 1, "Account", 1, "{not json"))
+        await store.save_snapshot(Snapshot("acc-1", 1, "Account", 1, "{not json", uuid.uuid4()))
     assert await store.load_snapshot("acc-1") is None
 
 

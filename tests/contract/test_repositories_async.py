@@ -23,6 +23,7 @@ from eventstore import (
     EventRegistry,
     Snapshot,
     WrongExpectedVersionError,
+    uuid7,
 )
 from eventstore.demo.bank import (
     Account,
@@ -318,7 +319,7 @@ async def test_loading_uses_the_snapshot_and_then_only_the_tail(store: AsyncEven
     assert state["balance"] == 19
     await store.delete_snapshot("account-1")
     marked = json.dumps({**state, "balance": 1019})
-    await store.save_snapshot(Snapshot("account-1", 20, "Account", 1, marked))
+    await store.save_snapshot(Snapshot("account-1", 20, "Account", 1, marked, snapshot.event_id))
     loaded = await repo.get("1")
     assert (loaded.balance, loaded.version) == (1024, 25)
     assert (await AsyncRepository(store, Account).get("1")).balance == 24  # a full replay
@@ -334,20 +335,35 @@ async def test_a_deleted_snapshot_means_a_full_replay(store: AsyncEventStore) ->
 
 
 @pytest.mark.parametrize(
-    "snapshot",
+    ("version", "state_type", "schema_version", "state"),
     [
-        Snapshot("account-1", 2, "Account", 99, '{"id": "1", "balance": 1000}'),
-        Snapshot("account-1", 2, "Account", 1, '{"balance": "lots"}'),
-        Snapshot("account-1", 2, "SomethingElse", 1, '{"id": "1", "balance": 1000}'),
-        Snapshot("account-1", 9, "Account", 1, '{"id": "1", "balance": 1000}'),
+        (2, "Account", 99, '{"id": "1", "balance": 1000}'),
+        (2, "Account", 1, '{"balance": "lots"}'),
+        (2, "SomethingElse", 1, '{"id": "1", "balance": 1000}'),
+        (2, "Account", 1, '{"id": "2", "balance": 1000}'),
     ],
-    ids=["other-schema-version", "invalid-state", "other-class", "newer-than-the-stream"],
+    ids=["other-schema-version", "invalid-state", "other-class", "another-aggregates-state"],
 )
-async def test_an_unusable_snapshot_is_ignored(store: AsyncEventStore, snapshot: Snapshot) -> None:
+async def test_an_unusable_snapshot_is_ignored(
+    store: AsyncEventStore, version: int, state_type: str, schema_version: int, state: str
+) -> None:
     repo = AsyncRepository(store, Account, snapshot_every=100)
     await open_account(repo)
     await deposit(repo, 3, times=2)
-    await store.save_snapshot(snapshot)
+    at = [e async for e in store.read_stream("account-1", from_version=version, limit=1)]
+    bound = Snapshot("account-1", version, state_type, schema_version, state, at[0].event_id)
+    await store.save_snapshot(bound)
+    loaded = await repo.get("1")
+    assert (loaded.balance, loaded.version) == (6, 3)
+
+
+async def test_a_snapshot_from_before_a_restore_is_not_trusted(store: AsyncEventStore) -> None:
+    """Same version, another event there: the snapshot is stale and a full replay runs."""
+    repo = AsyncRepository(store, Account, snapshot_every=100)
+    await open_account(repo)
+    await deposit(repo, 3, times=2)
+    stale = Snapshot("account-1", 3, "Account", 1, '{"id": "1", "balance": 1000}', uuid7())
+    await store.save_snapshot(stale)
     loaded = await repo.get("1")
     assert (loaded.balance, loaded.version) == (6, 3)
 

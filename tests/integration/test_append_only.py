@@ -56,6 +56,32 @@ def test_a_rewrite_that_says_so_in_its_transaction_goes_through(
         conn.execute("DELETE FROM eventstore.events")
 
 
+def test_a_snapshot_from_before_a_rewind_is_not_trusted_after_new_appends(
+    eventstore_database_url: str,
+) -> None:
+    """A restore rewinds the stream; new appends reach the snapshot's version again."""
+    from eventstore import Repository
+    from eventstore.demo.bank import Account, registry
+
+    with PostgresEventStore(eventstore_database_url, registry=registry) as store:
+        repo = Repository(store, Account, snapshot_every=3)
+        repo.update("a", lambda acct: acct.open("ann"), create=True)
+        repo.update("a", lambda acct: acct.deposit(100))
+        repo.update("a", lambda acct: acct.deposit(100))  # snapshot at 3: balance 200
+        old = store.load_snapshot(repo.stream_id_for("a"))
+        assert old is not None and old.version == 3
+        with psycopg.connect(eventstore_database_url) as conn:  # the restore, by hand
+            conn.execute("SET LOCAL eventstore.allow_rewrite = 'on'")
+            conn.execute("DELETE FROM eventstore.events WHERE version > 1")
+            conn.execute("UPDATE eventstore.streams SET version = 1")
+        repo.update("a", lambda acct: acct.deposit(5))
+        repo.update("a", lambda acct: acct.deposit(5))  # version 3 again, other events
+        loaded = repo.get("a")
+        assert (loaded.version, loaded.balance) == (3, 10)
+        new = store.load_snapshot(repo.stream_id_for("a"))
+        assert new is not None and new.event_id != old.event_id  # replaced, not kept
+
+
 @pytest.fixture
 def app_role_url(eventstore_database_url: str) -> Iterator[str]:
     """Yields a URL connecting as a fresh role given exactly `eventstore grants`."""
@@ -80,9 +106,9 @@ async def test_the_application_role_appends_reads_and_subscribes_but_cannot_rewr
 ) -> None:
     with PostgresEventStore(app_role_url, registry=eventstore_registry) as store:
         result = store.append("acct-1", [DEP, DEP])
-        store.append("acct-1", DEP, expected_version=2)
+        third = store.append("acct-1", DEP, expected_version=2)
         assert [e.version for e in store.read_stream("acct-1")] == [1, 2, 3]
-        store.save_snapshot(Snapshot("acct-1", 3, "Account", 1, "{}"))
+        store.save_snapshot(Snapshot("acct-1", 3, "Account", 1, "{}", third.event_ids[0]))
         assert store.load_snapshot("acct-1") is not None
     seen: list[int] = []
     sub = Subscription("app", lambda batch, conn: seen.extend(e.version for e in batch.events))

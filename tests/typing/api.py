@@ -50,7 +50,7 @@ class Shipped(Event):
 
 
 registry = EventRegistry([Shipped])
-_NO_SNAPSHOT = Snapshot("order-1", 1, "Order", 1, "{}")
+_NO_SNAPSHOT = Snapshot("order-1", 1, "Order", 1, "{}", uuid.uuid4())
 
 
 def use_sync(store: EventStore) -> int:

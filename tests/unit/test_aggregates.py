@@ -20,6 +20,7 @@ from eventstore import (
     InMemoryEventStore,
     applies,
     message_context,
+    uuid7,
 )
 from eventstore.demo.bank import (
     Account,
@@ -288,8 +289,12 @@ def test_a_snapshot_of_another_class_with_the_same_category_is_ignored() -> None
     from eventstore import Snapshot
 
     repo = in_memory_repository(Adder, ADDER_REGISTRY, snapshot_every=100)
-    repo.update("1", lambda a: a.record(Added(n=1)), create=True)
-    repo.store.save_snapshot(Snapshot("adder-1", 1, "SomethingElse", 1, '{"id":"1","total":99}'))
+    done = repo.update("1", lambda a: a.record(Added(n=1)), create=True)
+    assert done.append is not None
+    at_one = done.append.event_ids[-1]
+    repo.store.save_snapshot(
+        Snapshot("adder-1", 1, "SomethingElse", 1, '{"id":"1","total":99}', at_one)
+    )
     assert repo.get("1").total == 1
 
 
@@ -298,10 +303,10 @@ def test_a_snapshot_newer_than_the_stream_is_ignored() -> None:
 
     repo = in_memory_repository(Adder, ADDER_REGISTRY, snapshot_every=100)
     repo.update("1", lambda a: a.record(Added(n=1)), create=True)
-    repo.store.save_snapshot(Snapshot("adder-1", 5, "Adder", 1, '{"id":"1","total":99}'))
+    repo.store.save_snapshot(Snapshot("adder-1", 5, "Adder", 1, '{"id":"1","total":99}', uuid7()))
     loaded = repo.get("1")
     assert (loaded.total, loaded.version) == (1, 1)
-    repo.store.save_snapshot(Snapshot("adder-2", 3, "Adder", 1, '{"id":"2","total":99}'))
+    repo.store.save_snapshot(Snapshot("adder-2", 3, "Adder", 1, '{"id":"2","total":99}', uuid7()))
     assert repo.get_or_none("2") is None
 
 
@@ -468,7 +473,7 @@ def test_snapshots_round_trip_through_the_loader_functions() -> None:
     from eventstore.aggregates.aggregate import from_snapshot, to_snapshot
 
     adder = Adder.from_events("1", [Added(n=2), Added(n=3)])
-    snapshot = to_snapshot(adder)
+    snapshot = to_snapshot(adder, uuid7())
     assert (snapshot.stream_id, snapshot.version, snapshot.state_type) == ("adder-1", 2, "Adder")
     restored = from_snapshot(Adder, snapshot)
     assert restored is not None and (restored.total, restored.version) == (5, 2)

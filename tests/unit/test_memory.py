@@ -136,9 +136,9 @@ def test_a_transaction_that_raises_undoes_its_appends_and_snapshots(
 
     def write_then_fail() -> None:
         with store.transaction() as tx:
-            store.append("a", euros(2), conn=tx)
+            second = store.append("a", euros(2), conn=tx)
             store.append("b", euros(3), conn=tx)
-            store.save_snapshot(Snapshot("a", 2, "Account", 1, "{}"), conn=tx)
+            store.save_snapshot(Snapshot("a", 2, "Account", 1, "{}", second.event_ids[0]), conn=tx)
             raise Abort
 
     with pytest.raises(Abort):
