@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-unit lint bench bench-aggregates bench-subscriptions generate clean
+.PHONY: demo test test-unit lint docs bench bench-aggregates bench-subscriptions generate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -28,8 +28,13 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python tools/async_to_sync.py --check
 
-test: lint
+test: lint docs
 	$(BIN)/pytest
+
+# The documentation site with its API reference from the docstrings, into site/; any
+# warning (a broken link, an unknown name, a bad docstring) fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The inner loop: pure modules only, no database needed (a few seconds).
 test-unit: $(STAMP)
@@ -56,4 +61,4 @@ generate: $(STAMP)
 	$(BIN)/python tools/async_to_sync.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

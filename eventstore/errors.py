@@ -89,7 +89,13 @@ class InvalidArgumentError(EventStoreError, ValueError):
 
 
 class InvalidStreamIdError(InvalidArgumentError):
-    """Reports a stream id that cannot be stored."""
+    """Reports a stream id that cannot be stored.
+
+    Attributes:
+        stream_id: The stream id as given (its ``repr`` when it was not a str).
+        reason: Why it cannot be stored: empty, not a str, NUL characters, a lone
+            surrogate, or longer than the byte limit.
+    """
 
     def __init__(self, stream_id: str, reason: str) -> None:
         shown = stream_id if len(stream_id) <= 60 else stream_id[:57] + "..."
@@ -99,7 +105,13 @@ class InvalidStreamIdError(InvalidArgumentError):
 
 
 class InvalidEventError(InvalidArgumentError):
-    """Reports an event payload that cannot be validated or encoded."""
+    """Reports an event payload that cannot be validated or encoded.
+
+    Attributes:
+        event: What was refused, when there is one thing to show: the event being
+            encoded, or on read the decoded `RecordedEvent` (``of_type`` mismatch) or the
+            `RawRecordedEvent` (metadata that no longer validates); else None.
+    """
 
     def __init__(self, message: str, *, event: Any = None) -> None:
         super().__init__(message)
@@ -110,6 +122,10 @@ class UnknownEventTypeError(EventStoreError, LookupError):
     """Reports an event type name with no registered class.
 
     On read, ``record`` holds the raw stored event (payload as a dict), so nothing is lost.
+
+    Attributes:
+        event_type: The stored type name that no class is registered for.
+        record: On read, the `RawRecordedEvent` as stored; else None.
     """
 
     def __init__(self, event_type: str, *, record: Any = None) -> None:
@@ -121,7 +137,13 @@ class UnknownEventTypeError(EventStoreError, LookupError):
 
 
 class UpcastError(EventStoreError):
-    """Reports an upcaster chain that cannot bring a stored event to the current version."""
+    """Reports an upcaster chain that cannot bring a stored event to the current version.
+
+    Attributes:
+        event_type: The stored type name of the event.
+        from_version: The schema version it was stored with.
+        to_version: The schema version of the registered class.
+    """
 
     def __init__(self, event_type: str, from_version: int, to_version: int, reason: str) -> None:
         super().__init__(
@@ -134,7 +156,14 @@ class UpcastError(EventStoreError):
 
 
 class DuplicateEventIdError(EventStoreError):
-    """Reports event ids already stored, but not as this exact append."""
+    """Reports event ids already stored, but not as this exact append.
+
+    Attributes:
+        stream_id: The stream the append went to.
+        event_ids: The ids concerned: those found stored, or all the append's; empty when
+            only the database's unique constraint reported the clash. The message shows
+            the first five.
+    """
 
     def __init__(
         self, stream_id: str, event_ids: list[Any], *, reason: str = "already stored elsewhere"
@@ -156,7 +185,14 @@ class TransactionConflictError(ConcurrencyError):
 
 
 class WrongExpectedVersionError(ConcurrencyError):
-    """Reports that a stream is not at the version the append expected."""
+    """Reports that a stream is not at the version the append expected.
+
+    Attributes:
+        stream_id: The stream the append went to.
+        expected: The `expected_version` the append gave: a version, `NO_STREAM` or
+            `STREAM_EXISTS`.
+        actual: The stream's version when the append ran, None when there is no stream.
+    """
 
     def __init__(self, stream_id: str, expected: object, actual: int | None) -> None:
         actual_text = "no stream" if actual is None else f"version {actual}"
@@ -171,7 +207,12 @@ class AggregateError(EventStoreError):
 
 
 class AggregateNotFoundError(EventStoreError, LookupError):
-    """Reports that no stream exists for the aggregate id."""
+    """Reports that no stream exists for the aggregate id.
+
+    Attributes:
+        aggregate: The aggregate class's name.
+        aggregate_id: The id that has no stream.
+    """
 
     def __init__(self, aggregate: str, aggregate_id: str) -> None:
         super().__init__(f"{aggregate} {aggregate_id!r} not found")
@@ -190,6 +231,11 @@ class ShardCountChangedError(SubscriptionError, ConfigurationError):
     events would move to another shard mid-stream, with another checkpoint, and be skipped
     or handled twice. Keep the count, reset the subscription (``eventstore subscriptions
     reset``), or start a new subscription name.
+
+    Attributes:
+        name: The subscription.
+        stored: The shard count its checkpoints were made with.
+        configured: The shard count it was configured with now.
     """
 
     def __init__(self, name: str, stored: int, configured: int) -> None:
@@ -203,7 +249,11 @@ class ShardCountChangedError(SubscriptionError, ConfigurationError):
 
 
 class SubscriptionNotFoundError(SubscriptionError, LookupError):
-    """Reports that no subscription of that name has checkpoints in the database."""
+    """Reports that no subscription of that name has checkpoints in the database.
+
+    Attributes:
+        name: The subscription asked for.
+    """
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no subscription named {name!r} has run against this database")
@@ -211,7 +261,12 @@ class SubscriptionNotFoundError(SubscriptionError, LookupError):
 
 
 class WaitTimeoutError(SubscriptionError, TimeoutError):
-    """Reports that a subscription did not reach what `wait_for` waited for in time."""
+    """Reports that a subscription did not reach what `wait_for` waited for in time.
+
+    Attributes:
+        name: The subscription waited for.
+        timeout: The seconds waited.
+    """
 
     def __init__(self, name: str, timeout: float) -> None:
         super().__init__(f"subscription {name!r} did not catch up within {timeout:g} s")

@@ -30,7 +30,7 @@ class Event(BaseModel):
 
     Subclasses declare ``event_type`` (the name stored in the log, never derived from the
     class name, so renaming the class never breaks stored data) and ``schema_version``
-    (bumped whenever the shape changes, with an upcaster for the previous version)::
+    (bumped whenever the shape changes, with an upcaster for the previous version):
 
         class Deposited(Event):
             event_type: ClassVar[str] = "bank.Deposited"
@@ -47,7 +47,16 @@ class Event(BaseModel):
 class EventMetadata(BaseModel):
     """Carries who and what caused an event, for tracing and auditing.
 
-    Unknown keys are kept, so applications can add their own.
+    Unknown keys are kept, so applications can add their own. `message_context` fills
+    these fields for the events appended inside its block.
+
+    Attributes:
+        correlation_id: The id shared by all the messages and events of one piece of work.
+        causation_id: The id of the message or event that caused this one.
+        actor: Who acted (a user or service id), as the application names it.
+        tenant: The tenant the event belongs to, for multi-tenant applications.
+        traceparent: The W3C trace context of the OpenTelemetry span that appended the
+            event, added when the ``otel`` extra is installed and a span is current.
     """
 
     model_config = ConfigDict(frozen=True, extra="allow")

@@ -66,20 +66,30 @@ class StreamState(enum.Enum):
 
 
 ANY: Final = StreamState.ANY
+"""Expects nothing: the append goes through whatever the stream's version (the default)."""
 NO_STREAM: Final = StreamState.NO_STREAM
+"""Expects that the stream does not exist yet (the same as expecting version 0)."""
 STREAM_EXISTS: Final = StreamState.STREAM_EXISTS
+"""Expects that the stream has at least one event, at whatever version."""
 ExpectedVersion: TypeAlias = int | StreamState
+"""What an append expects of the stream: an exact version (>= 0), or a `StreamState`."""
 
-# What `conn=` takes: the caller's connection, whose transaction the statements join.
 # Forward references, so that naming them imports no driver; a `Union` of them, so that
 # `ConnectionLike | None` also works in annotations evaluated at run time.
 ConnectionLike: TypeAlias = Union["psycopg.Connection[Any]", "SAConnection", "Session"]
+"""What ``conn=`` takes: the caller's connection, whose transaction the statements join.
+
+A psycopg 3 ``Connection``, or a SQLAlchemy ``Connection`` or ``Session`` on the
+``postgresql+psycopg`` driver.
+"""
 AsyncConnectionLike: TypeAlias = Union[
     "psycopg.AsyncConnection[Any]", "SAAsyncConnection", "AsyncSession"
 ]
+"""What ``conn=`` takes in the async stores: a psycopg ``AsyncConnection``, or a SQLAlchemy
+``AsyncConnection`` or ``AsyncSession`` on the ``postgresql+psycopg`` driver."""
 
-# The order a read goes in; any other string raises `InvalidArgumentError`.
 Direction: TypeAlias = Literal["forward", "backward"]
+"""The order a read goes in; any other string raises `InvalidArgumentError`."""
 
 E = TypeVar("E", bound=Event)
 

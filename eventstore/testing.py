@@ -1,6 +1,6 @@
 """The testing kit: given/when/then for aggregates and deciders, in-memory repositories.
 
-::
+For example:
 
     def test_withdrawing_more_than_the_balance_is_refused() -> None:
         given(Account, Opened(owner="ann"), Deposited(amount=5)).when(

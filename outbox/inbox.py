@@ -3,7 +3,7 @@
 Delivery from the relay is at least once, so a consumer sees some messages twice. It
 records the message id in ``<schema>.inbox`` in the same database transaction as its
 effects: the first delivery inserts the row and applies the effects, and they commit
-together; a redelivery finds the row (the insert does nothing) and skips the effects::
+together; a redelivery finds the row (the insert does nothing) and skips the effects:
 
     async with inbox.processing(conn, "billing", message.id) as fresh:
         if fresh:

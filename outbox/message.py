@@ -183,9 +183,9 @@ class Message:
         return dataclasses.replace(self, **changes)
 
 
-# What a relay's ``map`` gets: the recorded event and the message it would send;
-# it returns the message to send (the same, or a `Message.replace` of it) or None.
 Mapper = Callable[[RecordedEvent[Event], Message], "Message | None"]
+"""A relay's ``mapper``: gets the recorded event and the message it would send, and returns
+the message to send (the same, or a `Message.replace` of it) or None to keep the event in."""
 
 
 def encode_data(data: Any) -> bytes:

@@ -70,6 +70,18 @@ class AsyncSubscriptionStore:
     subscription to catch up with their own append (`wait_for`), and operators to see and
     steer subscriptions (`status`, `pause`, `resume`, `reset`, `dead_letters`). It has a
     connection pool of its own.
+
+    Args:
+        url: The database (``postgresql://`` or ``postgresql+psycopg://``); default
+            ``EVENTSTORE_DATABASE_URL``, then ``DATABASE_URL``.
+        registry: Decodes the events it reads (`read_all`, handlers' batches).
+        schema: The event store's schema.
+        max_size: Most connections its pool opens (it keeps one open).
+        connect_timeout: Seconds to wait for a first connection when the pool opens, and
+            for a free one after; libpq's ``connect_timeout`` too (rounded up).
+        engine: A SQLAlchemy engine (``postgresql+psycopg://``) for handlers that ask for
+            a SQLAlchemy connection or session; the batch's transaction runs on one of its
+            connections then.
     """
 
     def __init__(

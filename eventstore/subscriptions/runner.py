@@ -78,7 +78,33 @@ class _Shard:
 
 
 class SubscriptionRunner:
-    """Runs subscriptions until stopped; any number of runners share their shards."""
+    """Runs subscriptions until stopped; any number of runners share their shards.
+
+    Args:
+        subscriptions: The subscriptions to run.
+        registry: Decodes the events handed to the handlers.
+        url: The database (``postgresql://`` or ``postgresql+psycopg://``); default
+            ``EVENTSTORE_DATABASE_URL``, then ``DATABASE_URL``.
+        schema: The event store's schema.
+        runner_id: This runner's name in the runners table and in the leases; default
+            host, pid and a random part.
+        lease_ttl: Seconds a shard's lease lasts without renewal (renewed every third of
+            it, at most every second). A runner that stops renewing (killed, paused,
+            cut off) loses its shards to the others after this long.
+        poll_interval: Seconds after which an idle worker looks for events even without
+            a wake-up.
+        wake_interval: Seconds between two looks at the database's snapshot, which wake
+            the workers when a transaction has finished (one query touching no table).
+        listen: Also wake the workers on ``NOTIFY`` on the channel ``eventstore_events.``
+            followed by the schema name, from a LISTEN connection.
+        connect_timeout: Seconds to wait for a connection, as for the store.
+        engine: A SQLAlchemy ``Engine`` (``postgresql+psycopg://``), needed by plain
+            handlers whose subscription asks for a SQLAlchemy connection or session.
+        async_engine: An ``AsyncEngine``, needed by coroutine handlers that ask for one.
+
+    The runner has two connection pools of its own (async, and sync when a handler is a
+    plain function), each of up to the total shard count plus a few connections.
+    """
 
     def __init__(
         self,

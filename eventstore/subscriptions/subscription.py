@@ -25,6 +25,7 @@ __all__ = [
 
 C = TypeVar("C")
 FailurePolicy = Literal["park", "halt"]
+"""What a shard does with an event that still fails after its retries (see `Subscription`)."""
 # What a handler gets: the psycopg connection, a SQLAlchemy connection, or a session.
 ConnectionKind = Literal["psycopg", "sqlalchemy", "session"]
 Start = Literal["beginning", "end"]
