@@ -54,7 +54,7 @@ BATCH_WRITER_COUNTS: Final = (1, 4)
 BATCH_SIZE: Final = 100
 LOAD_SIZE: Final = 1000
 LOAD_STREAM: Final = "load-0"
-START_LEAD: Final = 0.05
+START_LEAD: Final = 0.1
 """Seconds between sending a round's start and its ``start_at``: time to deliver it."""
 ANSWER_TIMEOUT: Final = 60.0
 """Seconds a worker may take to answer a command beyond the round's own duration."""
@@ -171,8 +171,8 @@ class Writer:
     def run(self, start_at: float, stop_at: float) -> dict[str, float]:
         """Runs the prepared operation from ``start_at`` until ``stop_at`` (monotonic clock).
 
-        Returns the events done, when the timed part began and ended, how late it began and
-        the process's user+sys CPU seconds over the timed part.
+        Returns the events done, when the timed part began and ended (monotonic clock), its
+        seconds, how late it began and the process's user+sys CPU seconds over it.
         """
         operation = self._operation
         if operation is None:
@@ -192,6 +192,7 @@ class Writer:
             "events": events,
             "began": began,
             "ended": ended,
+            "elapsed": ended - began,
             "late": max(0.0, began - start_at),
             "cpu": cpu,
         }
@@ -747,6 +748,7 @@ def run_all(url: str, settings: Settings) -> tuple[list[Result], dict[str, Any]]
         for scenario in scenarios():
             progress(f"measuring: {scenario.label}")
             results.append(bench.measure(scenario))
+        conditions["load_average_at_end"] = os.getloadavg()[0]
     return results, conditions
 
 
@@ -759,16 +761,24 @@ def ratios(results: Sequence[Result]) -> dict[str, float]:
     return figures
 
 
-def format_conditions(conditions: dict[str, Any], elapsed: float) -> str:
-    """Returns the line that says under which conditions the figures were measured."""
+def format_conditions(conditions: dict[str, Any], elapsed: float, late: float) -> str:
+    """Returns the lines that say under which conditions the figures were measured."""
     settings = conditions["settings"]
     return (
         f"Postgres {conditions['server_version']}, fsync={conditions['fsync']}, "
         f"synchronous_commit={conditions['synchronous_commit']}, "
         f"{conditions['cpu_count']} CPUs (load average {conditions['load_average_at_start']:.2f}"
-        f" at start); writers are processes; {settings['rounds']} rounds of "
-        f"{settings['duration']:g} s per side after a {settings['warmup']:g} s warm-up, "
-        f"sides interleaved; medians; ran {elapsed:.0f} s"
+        f" at start, {conditions['load_average_at_end']:.2f} at the end)\n"
+        f"writers are processes; {settings['rounds']} rounds of {settings['duration']:g} s per "
+        f"side after a {settings['warmup']:g} s warm-up, sides interleaved; medians; the latest "
+        f"worker start was {late * 1000:.0f} ms after its round's; ran {elapsed:.0f} s"
+    )
+
+
+def latest_start(results: Sequence[Result]) -> float:
+    """Returns the most seconds any worker began a timed round after the round's start."""
+    return max(
+        w["late"] for r in results for rnd in r.rounds if not rnd.warmup for w in rnd.workers
     )
 
 
@@ -834,7 +844,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results, conditions = run_all(scratch, settings)
     elapsed = time.perf_counter() - started
     checked = check_bars(ratios(results), BARS)
-    print(format_conditions(conditions, elapsed))
+    print(format_conditions(conditions, elapsed, latest_start(results)))
     print()
     print(format_table(results))
     print(LEGEND)
