@@ -63,8 +63,23 @@ def same(a: Any, b: Any) -> bool:
     Stricter than ``==``: ``1 == 1.0`` and ``0.0 == -0.0`` are not the same value here, and
     an ordered mapping must keep its order. A plain ``dict``'s order carries no meaning.
     """
-    if type(a) is not type(b):
+    kind = type(a)
+    if kind is not type(b):
         return False
+    if kind is dict:  # the common case (an event's fields): scalars compared inline
+        if a.keys() != b.keys():
+            return False
+        for key, value in a.items():
+            other = b[key]
+            inner = type(value)
+            if inner is not type(other):
+                return False
+            if inner in _PLAIN:
+                if value != other:
+                    return False
+            elif not same(value, other):
+                return False
+        return True
     if isinstance(a, float):
         return (math.isnan(a) and math.isnan(b)) or (
             a == b and math.copysign(1, a) == math.copysign(1, b)
@@ -78,3 +93,7 @@ def same(a: Any, b: Any) -> bool:
     if hasattr(a, "__pydantic_fields__"):
         return same(a.__dict__, b.__dict__)
     return bool(a == b)
+
+
+# Exact types whose equality is already strict (same type on both sides, checked first).
+_PLAIN: Final = frozenset({str, int, bool, type(None), bytes})
