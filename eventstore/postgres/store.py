@@ -34,7 +34,11 @@ from eventstore.errors import (
 )
 from eventstore.events import Event, EventMetadata, RawRecordedEvent, RecordedEvent
 from eventstore.postgres import sql as _sql
-from eventstore.postgres.connections import libpq_url, unwrap_connection
+from eventstore.postgres.connections import (
+    connection_error,
+    libpq_url,
+    unwrap_connection,
+)
 from eventstore.postgres.errors import translated_errors
 from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.postgres.scope import entered
@@ -140,6 +144,13 @@ class PostgresEventStore:
         min_size, max_size = self._pool_sizes
         if self._url is None:
             raise ConfigurationError("this store was given a pool, which has been closed")
+        try:  # one connection first, so that a wrong URL is named, not a pool timeout
+            first = psycopg.Connection.connect(
+                self._url, connect_timeout=max(1, math.ceil(self._connect_timeout))
+            )
+        except psycopg.OperationalError as exc:
+            raise connection_error(self._url, exc) from exc
+        first.close()
         pool = psycopg_pool.ConnectionPool(
             self._url,
             min_size=min_size,
