@@ -187,6 +187,7 @@ def _find_versions(conn: sa.Connection, schema: str, version_table: str | None) 
             sa.text("SELECT to_regclass(:t)::text"), {"t": _qualify(table_schema, name)}
         ).scalar()
         found = _read_versions(conn, table_schema or None, name) if qualified else set()
+        found &= _shipped_revisions()  # an application's table holds its own heads too
         is_own = table_schema == schema and name == VERSION_TABLE
         return VersionRecord(qualified or version_table, frozenset(found), is_own)
     own_table = f"{schema}.{VERSION_TABLE}"
@@ -277,8 +278,13 @@ def tree_revisions(alembic_ini: str | Path, url: str | None = None) -> set[str]:
         with _reachable(url or ""), EnvironmentContext(config, script, fn=record, dont_mutate=True):
             script.run_env()
         reached = {r.revision for r in script.iterate_revisions(tuple(current), "base") if r}
-    except CommandError as exc:
-        raise ConfigurationError(f"alembic tree at {path}: {exc}") from exc
+    except DatabaseUnavailableError:
+        raise
+    except Exception as exc:  # the application's env.py may raise anything: say where
+        detail = _one_line(str(exc)) or type(exc).__name__
+        raise ConfigurationError(
+            f"the alembic tree of {path} failed: {type(exc).__name__}: {detail}"
+        ) from exc
     ours = reached & _shipped_revisions()
     shipped = _script()
     return {r for r in ours if not (set(shipped.get_revision(r).nextrev) & ours)}

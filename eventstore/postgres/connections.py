@@ -79,7 +79,7 @@ def libpq_url(url: str) -> str:
         raise ConfigurationError(
             f"not a Postgres URL: {mask_url(url)!r} (expected postgresql://user@host:port/db)"
         )
-    result = urlunsplit(parts._replace(scheme="postgresql"))
+    result = "postgresql" + url[len(parts.scheme) :]  # urlunsplit would drop an empty host
     try:
         conninfo_to_dict(result)
     except psycopg.ProgrammingError as exc:
@@ -90,8 +90,7 @@ def libpq_url(url: str) -> str:
 
 def sqlalchemy_url(url: str) -> str:
     """Returns a SQLAlchemy URL that uses the psycopg 3 driver."""
-    parts = urlsplit(libpq_url(url))
-    return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
+    return "postgresql+psycopg" + libpq_url(url).removeprefix("postgresql")
 
 
 _PASSWORD_IN_NETLOC: Final = re.compile(r"^(?P<scheme>[^:/]*://[^:@/]*):[^@/]*@")
