@@ -290,6 +290,21 @@ def tree_revisions(alembic_ini: str | Path, url: str | None = None) -> set[str]:
     return {r for r in ours if not (set(shipped.get_revision(r).nextrev) & ours)}
 
 
+def upgrade_tree(alembic_ini: str | Path, url: str, revision: str = "heads") -> None:
+    """Runs an application's alembic tree up to ``revision`` against ``url``.
+
+    ``url`` becomes the config's ``sqlalchemy.url`` (``postgresql+psycopg://``), so the
+    tree's ``env.py`` must connect with that option, as ``alembic init``'s template does.
+    """
+    path = Path(alembic_ini)
+    if not path.is_file():
+        raise ConfigurationError(f"no alembic config at {path}")
+    config = Config(str(path))
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    with _reachable(url), _known_revision(revision):
+        command.upgrade(config, revision)
+
+
 def _refuse_if_tree_managed(url: str, schema: str) -> None:
     record = find_versions(url, schema)
     if record.standalone:

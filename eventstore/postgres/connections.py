@@ -130,6 +130,16 @@ def probe(url: str, timeout: float = 5.0) -> None:
         raise connection_error(conninfo, exc) from exc
 
 
+def probe_version(url: str, timeout: float = 5.0) -> str:
+    """Connects once and returns the server's version (``15.8``), naming a failure's cause."""
+    conninfo = libpq_url(url)
+    try:
+        with psycopg.connect(conninfo, connect_timeout=max(1, math.ceil(timeout))) as conn:
+            return str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    except psycopg.OperationalError as exc:
+        raise connection_error(conninfo, exc) from exc
+
+
 def connection_error(url: str, exc: psycopg.OperationalError) -> DatabaseUnavailableError:
     """Returns the one-line error for a failed connection: missing database, refused port..."""
     info = conninfo_to_dict(libpq_url(url))
