@@ -196,8 +196,11 @@ def _find_versions(conn: sa.Connection, schema: str, version_table: str | None) 
         own = _read_versions(conn, schema, VERSION_TABLE)
     if own:
         return VersionRecord(own_table, frozenset(own), True)
-    for table_schema, name in _version_tables(conn):
-        if (table_schema, name) == (schema, VERSION_TABLE):
+    # An application's tree: its version table holds the shipped ids, and the tables are in
+    # this schema. The own table of an event store in another schema does not count.
+    has_tables = _exists(conn, schema, "streams")
+    for table_schema, name in _version_tables(conn) if has_tables else []:
+        if name == VERSION_TABLE and _exists(conn, table_schema, "streams"):
             continue
         found = _read_versions(conn, table_schema, name) & _shipped_revisions()
         if found:

@@ -168,3 +168,22 @@ def test_standalone_migrate_says_already_at_on_a_second_run(eventstore_database_
     assert done.stdout == f"already at {EVENTSTORE_HEAD}: schema 'eventstore' unchanged\n"
     record = migrate.find_versions(eventstore_database_url)
     assert (record.table, record.standalone) == ("eventstore.alembic_version", True)
+
+
+def test_another_schema_own_table_is_not_mistaken_for_a_tree(eventstore_database_url: str) -> None:
+    # `eventstore` is migrated standalone; a second store goes into `billing`.
+    assert migrate.find_versions(eventstore_database_url, "billing").revisions == frozenset()
+    migrate.upgrade(eventstore_database_url, schema="billing")
+    record = migrate.find_versions(eventstore_database_url, "billing")
+    assert (record.table, record.standalone) == ("billing.alembic_version", True)
+    assert migrate.is_up_to_date(eventstore_database_url, schema="billing")
+
+
+def test_a_tree_that_migrated_another_schema_does_not_count(
+    app_tree: Path, app_database: str
+) -> None:
+    alembic_cli(app_tree, app_database, "upgrade", "heads")
+    assert migrate.is_up_to_date(app_database, schema="eventstore")
+    assert migrate.current_revisions(app_database, schema="elsewhere") == set()
+    checked = eventstore_cli(app_tree, app_database, "check", "--schema", "elsewhere")
+    assert checked.returncode == EXIT_NOT_MIGRATED, checked.stdout + checked.stderr
