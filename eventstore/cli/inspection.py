@@ -15,12 +15,14 @@ __all__ = ["register"]
 
 
 def cmd_read(args: argparse.Namespace) -> int:
+    from eventstore.postgres.connections import probe
     from eventstore.postgres.store import PostgresEventStore
     from eventstore.registry import EventRegistry
 
     if args.limit is not None and args.limit < 1:
         raise ConfigurationError("--limit must be at least 1")
     url = resolve_url(args.url)
+    probe(url)  # a one-shot command: name a refused port at once, not after the pool's wait
     found = 0
     with PostgresEventStore(url, registry=EventRegistry(), schema=args.schema, max_size=1) as store:
         for event in store.read_stream_raw(

@@ -155,6 +155,21 @@ def connection_error(url: str, exc: psycopg.OperationalError) -> DatabaseUnavail
     return DatabaseUnavailableError(f"cannot connect to {describe_url(url)}: {detail}")
 
 
+# What a wrong URL or role looks like: waiting will not help.
+_PERMANENT: Final = re.compile(
+    r"database \"[^\"]*\" does not exist|role \"[^\"]*\" does not exist"
+    r"|authentication failed|no pg_hba.conf entry|password authentication"
+)
+
+
+def is_transient_connect_error(exc: psycopg.OperationalError) -> bool:
+    """Tells whether a failed connection may succeed soon (refused, starting up, no answer).
+
+    A missing database or role, or a refused password, is not: retrying cannot help.
+    """
+    return _PERMANENT.search(_one_line(str(exc))) is None
+
+
 _CAUSES: Final = (
     (
         re.compile(r'database "(?P<name>[^"]*)" does not exist'),

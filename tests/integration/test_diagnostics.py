@@ -93,8 +93,11 @@ def test_the_cli_shows_a_malformed_url_masked(url: str, expected: str, command: 
     assert "s3cret" not in done.stderr
 
 
-@pytest.mark.parametrize(("case", "wrong", "expected"), WRONG, ids=[w[0] for w in WRONG])
-def test_the_sync_store_names_the_cause_without_waiting_for_the_pool(
+PERMANENT = WRONG[1:]  # a missing database or role: waiting cannot help
+
+
+@pytest.mark.parametrize(("case", "wrong", "expected"), PERMANENT, ids=[w[0] for w in PERMANENT])
+def test_the_sync_store_names_a_wrong_url_without_waiting_for_the_pool(
     eventstore_database_url: str, case: str, wrong: Mutate, expected: str
 ) -> None:
     store = PostgresEventStore(
@@ -108,8 +111,8 @@ def test_the_sync_store_names_the_cause_without_waiting_for_the_pool(
     assert raised.value.__cause__ is not None  # the driver's error, for the logs
 
 
-@pytest.mark.parametrize(("case", "wrong", "expected"), WRONG, ids=[w[0] for w in WRONG])
-async def test_the_async_store_names_the_cause_without_waiting_for_the_pool(
+@pytest.mark.parametrize(("case", "wrong", "expected"), PERMANENT, ids=[w[0] for w in PERMANENT])
+async def test_the_async_store_names_a_wrong_url_without_waiting_for_the_pool(
     eventstore_database_url: str, case: str, wrong: Mutate, expected: str
 ) -> None:
     store = AsyncPostgresEventStore(
@@ -120,6 +123,28 @@ async def test_the_async_store_names_the_cause_without_waiting_for_the_pool(
         async with store:
             pass
     assert time.monotonic() - started < 2.5
+
+
+def test_a_refused_port_gets_the_pool_wait_then_names_the_cause(
+    eventstore_database_url: str,
+) -> None:
+    # A server still starting refuses connections for a moment: the store waits for it
+    # as long as connect_timeout, then says what it met instead of "no connection in time".
+    store = PostgresEventStore(
+        _replace(eventstore_database_url, port="1"), registry=EventRegistry(), connect_timeout=1.0
+    )
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError, match=r"connection refused at 127\.0\.0\.1:1"):
+        store.open()
+    assert time.monotonic() - started >= 0.9
+
+
+async def test_a_refused_port_names_the_cause_async(eventstore_database_url: str) -> None:
+    store = AsyncPostgresEventStore(
+        _replace(eventstore_database_url, port="1"), registry=EventRegistry(), connect_timeout=1.0
+    )
+    with pytest.raises(DatabaseUnavailableError, match=r"connection refused at 127\.0\.0\.1:1"):
+        await store.open()
 
 
 @pytest.mark.parametrize(("case", "wrong", "expected"), WRONG, ids=[w[0] for w in WRONG])
