@@ -81,7 +81,11 @@ class DatabaseUnavailableError(EventStoreError):
 
 
 class SchemaNotMigratedError(EventStoreError):
-    """Reports that the event store tables are missing; run `eventstore migrate`."""
+    """Reports that the event store tables are missing.
+
+    Run `eventstore migrate`, or ``alembic upgrade heads`` when the revisions are in the
+    application's alembic tree; or the store was given another ``schema=``.
+    """
 
 
 class InvalidArgumentError(EventStoreError, ValueError):

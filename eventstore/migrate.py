@@ -8,33 +8,39 @@ schema, under the branch label ``eventstore``, so they never touch an applicatio
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
 from eventstore._append import validate_schema
 from eventstore.errors import ConfigurationError, DatabaseUnavailableError
-from eventstore.postgres.connections import sqlalchemy_url
+from eventstore.postgres.connections import probe, sqlalchemy_url
 from eventstore.postgres.schema import DEFAULT_SCHEMA, VERSION_TABLE
 from eventstore.settings import Settings
 
 __all__ = [
     "BRANCH_LABEL",
+    "VersionRecord",
     "alembic_config",
     "current_revisions",
     "downgrade",
+    "find_versions",
     "head_revisions",
     "is_up_to_date",
     "migration_schema",
     "migrations_dir",
+    "tree_revisions",
     "upgrade",
     "versions_dir",
 ]
@@ -95,13 +101,19 @@ def alembic_config(url: str, schema: str = DEFAULT_SCHEMA) -> Config:
 
 
 def upgrade(url: str, schema: str = DEFAULT_SCHEMA, revision: str = "heads") -> None:
-    """Migrates the database up to ``revision`` (all heads by default)."""
+    """Migrates the database up to ``revision`` (all heads by default).
+
+    Refuses with `ConfigurationError` when the event store's revisions are recorded by an
+    application's alembic tree: that tree migrates them, with ``alembic upgrade heads``.
+    """
+    _refuse_if_tree_managed(url, schema)
     with _reachable(url), _known_revision(revision):
         command.upgrade(alembic_config(url, schema), revision)
 
 
 def downgrade(url: str, revision: str, schema: str = DEFAULT_SCHEMA) -> None:
     """Migrates the database down to ``revision`` (``base`` removes everything)."""
+    _refuse_if_tree_managed(url, schema)
     with _reachable(url), _known_revision(revision):
         command.downgrade(alembic_config(url, schema), revision)
 
@@ -116,27 +128,201 @@ def _known_revision(revision: str) -> Iterator[None]:
 
 def head_revisions() -> set[str]:
     """Returns the revisions the shipped migrations end at."""
-    script = ScriptDirectory(str(migrations_dir()))
-    return set(script.get_heads())
+    return set(_script().get_heads())
 
 
-def current_revisions(url: str, schema: str = DEFAULT_SCHEMA) -> set[str]:
-    """Returns the revisions the database is at (empty when never migrated)."""
+@cache
+def _script() -> ScriptDirectory:
+    return ScriptDirectory(str(migrations_dir()))
+
+
+@cache
+def _shipped_revisions() -> frozenset[str]:
+    return frozenset(r.revision for r in _script().walk_revisions())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """Where the database records the event store's revisions, and which ones.
+
+    ``table`` is the schema-qualified version table (``None`` when there is none yet);
+    ``standalone`` is true for the store's own table (``SCHEMA.alembic_version``, written by
+    `upgrade` and ``eventstore migrate``), false for an application's alembic tree.
+    """
+
+    table: str | None
+    revisions: frozenset[str]
+    standalone: bool
+
+    def describe(self) -> str:
+        """Returns the revisions as text: ``0007_snapshot_event`` or ``nothing``."""
+        return ", ".join(sorted(self.revisions)) or "nothing"
+
+
+def find_versions(
+    url: str, schema: str = DEFAULT_SCHEMA, version_table: str | None = None
+) -> VersionRecord:
+    """Finds the event store's revisions: in its own version table, else in an app's.
+
+    With ``version_table`` (``"alembic_version"`` or ``"public.alembic_version"``) only that
+    table is read. Otherwise the store's own table (``SCHEMA.alembic_version``) is read
+    first; if it records nothing, every other alembic version table of the database (a
+    table with a ``version_num`` column) is searched for the shipped revision ids, which is
+    where an application's tree records them after ``alembic upgrade heads``.
+    """
     schema = validate_schema(schema)
+    probe(url)
     engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
     try:
         with _reachable(url), engine.connect() as conn:
-            context = MigrationContext.configure(
-                conn, opts={"version_table": VERSION_TABLE, "version_table_schema": schema}
-            )
-            return set(context.get_current_heads())
+            return _find_versions(conn, schema, version_table)
     finally:
         engine.dispose()
 
 
-def is_up_to_date(url: str, schema: str = DEFAULT_SCHEMA) -> bool:
-    """Tells whether the database is migrated to the shipped heads."""
-    return current_revisions(url, schema) == head_revisions()
+def _find_versions(conn: sa.Connection, schema: str, version_table: str | None) -> VersionRecord:
+    if version_table is not None:
+        table_schema, _, name = version_table.rpartition(".")
+        qualified = conn.execute(
+            sa.text("SELECT to_regclass(:t)::text"), {"t": _qualify(table_schema, name)}
+        ).scalar()
+        found = _read_versions(conn, table_schema or None, name) if qualified else set()
+        found &= _shipped_revisions()  # an application's table holds its own heads too
+        is_own = table_schema == schema and name == VERSION_TABLE
+        return VersionRecord(qualified or version_table, frozenset(found), is_own)
+    own_table = f"{schema}.{VERSION_TABLE}"
+    own: set[str] = set()
+    if _exists(conn, schema, VERSION_TABLE):
+        own = _read_versions(conn, schema, VERSION_TABLE)
+    if own:
+        return VersionRecord(own_table, frozenset(own), True)
+    # An application's tree: its version table holds the shipped ids, and the tables are in
+    # this schema. The own table of an event store in another schema does not count.
+    has_tables = _exists(conn, schema, "streams")
+    for table_schema, name in _version_tables(conn) if has_tables else []:
+        if name == VERSION_TABLE and _exists(conn, table_schema, "streams"):
+            continue
+        found = _read_versions(conn, table_schema, name) & _shipped_revisions()
+        if found:
+            return VersionRecord(f"{table_schema}.{name}", frozenset(found), False)
+    if _exists(conn, schema, "events") and not _exists(conn, schema, VERSION_TABLE):
+        # Tables without any record of the revisions: an alembic tree that merged the
+        # event store's branch away, or a hand-made schema. Not ours to migrate.
+        return VersionRecord(None, frozenset(), False)
+    return VersionRecord(own_table, frozenset(), True)
+
+
+def _qualify(table_schema: str, name: str) -> str:
+    return f"{_quote(table_schema)}.{_quote(name)}" if table_schema else _quote(name)
+
+
+def _exists(conn: sa.Connection, schema: str, name: str) -> bool:
+    found = conn.execute(
+        sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": _qualify(schema, name)}
+    ).scalar()
+    return bool(found)
+
+
+def _version_tables(conn: sa.Connection) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT table_schema, table_name FROM information_schema.columns "
+            "WHERE column_name = 'version_num' AND table_schema NOT IN "
+            "('pg_catalog', 'information_schema') ORDER BY table_schema, table_name"
+        )
+    ).all()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def _read_versions(conn: sa.Connection, table_schema: str | None, name: str) -> set[str]:
+    context = MigrationContext.configure(
+        conn, opts={"version_table": name, "version_table_schema": table_schema}
+    )
+    return set(context.get_current_heads())
+
+
+def current_revisions(
+    url: str, schema: str = DEFAULT_SCHEMA, version_table: str | None = None
+) -> set[str]:
+    """Returns the event store's revisions the database is at (empty when never migrated).
+
+    Found in the store's own version table, or in an application's alembic tree (see
+    `find_versions`).
+    """
+    return set(find_versions(url, schema, version_table).revisions)
+
+
+def is_up_to_date(url: str, schema: str = DEFAULT_SCHEMA, version_table: str | None = None) -> bool:
+    """Tells whether the database is migrated to the shipped heads, by either setup."""
+    return current_revisions(url, schema, version_table) == head_revisions()
+
+
+def tree_revisions(alembic_ini: str | Path, url: str | None = None) -> set[str]:
+    """Returns the event store's revisions an application's alembic tree has applied.
+
+    Runs the tree's ``env.py`` the way ``alembic current`` does (nothing is changed), so
+    its own version table and URL are used; ``url`` replaces ``sqlalchemy.url`` for an
+    ``env.py`` that reads it. Revisions reached through a merge revision count too.
+    """
+    path = Path(alembic_ini)
+    if not path.is_file():
+        raise ConfigurationError(f"no alembic config at {path}")
+    config = Config(str(path))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    script = ScriptDirectory.from_config(config)
+    current: set[str] = set()
+
+    def record(rev: Any, context: MigrationContext) -> list[Any]:
+        current.update(context.get_current_heads())
+        return []
+
+    try:
+        with _reachable(url or ""), EnvironmentContext(config, script, fn=record, dont_mutate=True):
+            script.run_env()
+        reached = {r.revision for r in script.iterate_revisions(tuple(current), "base") if r}
+    except DatabaseUnavailableError:
+        raise
+    except Exception as exc:  # the application's env.py may raise anything: say where
+        detail = _one_line(str(exc)) or type(exc).__name__
+        raise ConfigurationError(
+            f"the alembic tree of {path} failed: {type(exc).__name__}: {detail}"
+        ) from exc
+    ours = reached & _shipped_revisions()
+    shipped = _script()
+    return {r for r in ours if not (set(shipped.get_revision(r).nextrev) & ours)}
+
+
+def upgrade_tree(alembic_ini: str | Path, url: str, revision: str = "heads") -> None:
+    """Runs an application's alembic tree up to ``revision`` against ``url``.
+
+    ``url`` becomes the config's ``sqlalchemy.url`` (``postgresql+psycopg://``), so the
+    tree's ``env.py`` must connect with that option, as ``alembic init``'s template does.
+    """
+    path = Path(alembic_ini)
+    if not path.is_file():
+        raise ConfigurationError(f"no alembic config at {path}")
+    config = Config(str(path))
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    with _reachable(url), _known_revision(revision):
+        command.upgrade(config, revision)
+
+
+def _refuse_if_tree_managed(url: str, schema: str) -> None:
+    record = find_versions(url, schema)
+    if record.standalone:
+        return
+    if record.table is None:
+        raise ConfigurationError(
+            f"schema {schema!r} already holds the event store's tables but has no "
+            f"{schema}.{VERSION_TABLE}: they were created by an alembic tree; migrate with "
+            "`alembic upgrade heads` there, not `eventstore migrate`"
+        )
+    raise ConfigurationError(
+        f"the event store's revisions ({record.describe()}) are recorded in "
+        f"{record.table} by your alembic tree: run `alembic upgrade heads` there, "
+        "not `eventstore migrate`"
+    )
 
 
 @contextmanager
@@ -144,7 +330,11 @@ def _reachable(url: str) -> Iterator[None]:
     try:
         yield
     except sa.exc.OperationalError as exc:
-        raise DatabaseUnavailableError(f"database unavailable: {exc.orig}") from exc
+        raise DatabaseUnavailableError(f"database unavailable: {_one_line(str(exc.orig))}") from exc
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 # What the application role needs, table by table: appending and reading events,

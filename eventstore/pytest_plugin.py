@@ -10,8 +10,13 @@ Where the Postgres server comes from, first match wins:
 
 The schema is migrated once per session into a template database; each test that asks for
 a database gets a fresh clone of it (``CREATE DATABASE ... TEMPLATE``), dropped afterwards.
+An application that runs the event store's revisions from its own alembic tree builds the
+template with that tree instead: the ``eventstore_alembic_ini`` ini option, or the
+``pytest_eventstore_migrate_template`` hook (see `EventstoreHooks`).
 
-Override ``eventstore_registry`` to give the store fixtures your event classes.
+Override ``eventstore_registry`` to give the store fixtures your event classes. The
+``eventstore_sqlalchemy_url``, ``eventstore_engine``, ``eventstore_session`` (and their async
+twins) fixtures hand the same per-test database to SQLAlchemy code.
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from psycopg import sql
+from sqlalchemy import orm as sa_orm
 
 from eventstore.aggregates.aggregate import Aggregate
 from eventstore.aggregates.repository import Repository
+from eventstore.errors import ConfigurationError
 from eventstore.memory import AsyncInMemoryEventStore, InMemoryEventStore
-from eventstore.migrate import upgrade
-from eventstore.postgres.connections import libpq_url
+from eventstore.migrate import is_up_to_date, upgrade, upgrade_tree, versions_dir
+from eventstore.postgres.connections import libpq_url, sqlalchemy_url
 from eventstore.postgres.store import PostgresEventStore
 from eventstore.postgres.store_async import AsyncPostgresEventStore
 from eventstore.registry import EventRegistry
@@ -132,13 +140,64 @@ def eventstore_server_url() -> Iterator[str]:
         yield url
 
 
+class EventstoreHooks:
+    """The plugin's hooks, implemented in a ``conftest.py``."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_eventstore_migrate_template(self, url: str, config: pytest.Config) -> bool | None:
+        """Migrates the template database at ``url`` the application's way; returns True.
+
+        ``url`` is a ``postgresql://`` URL (`eventstore.postgres.connections.sqlalchemy_url`
+        gives its ``postgresql+psycopg://`` form). Run the application's alembic tree on it,
+        with the event store's revisions in it, as production does. Return None to leave the
+        template to the plugin (the ``eventstore_alembic_ini`` option, else
+        `eventstore.migrate.upgrade`).
+        """
+        return None
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(EventstoreHooks)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "eventstore_alembic_ini",
+        "build the test template with this alembic.ini (`alembic upgrade heads`, its "
+        "sqlalchemy.url set to the template) instead of the event store's own migrations",
+        default="",
+    )
+
+
+def migrate_template(url: str, config: pytest.Config) -> str:
+    """Migrates a template database: the hook, else the ini option, else the shipped tree.
+
+    Returns how, for the header. The result must hold the event store at its heads.
+    """
+    if config.hook.pytest_eventstore_migrate_template(url=url, config=config):
+        how = "the pytest_eventstore_migrate_template hook"
+    elif ini := str(config.getini("eventstore_alembic_ini") or ""):
+        path = Path(ini) if Path(ini).is_absolute() else Path(config.rootpath) / ini
+        upgrade_tree(path, url)
+        how = f"alembic upgrade heads ({path})"
+    else:
+        upgrade(url)
+        return "the event store's migrations"
+    if not is_up_to_date(url):
+        raise ConfigurationError(
+            f"the test template built by {how} lacks the event store's revisions: add "
+            f"{versions_dir()} (eventstore.migrate.versions_dir()) to its version_locations"
+        )
+    return how
+
+
 @pytest.fixture(scope="session")
-def eventstore_template(eventstore_server_url: str) -> Iterator[str]:
+def eventstore_template(eventstore_server_url: str, pytestconfig: pytest.Config) -> Iterator[str]:
     """Yields the name of a template database migrated once for the session."""
     name = f"eventstore_template_{uuid.uuid4().hex[:12]}"
     url = create_database(eventstore_server_url, name)
     try:
-        upgrade(url)
+        migrate_template(url, pytestconfig)
         yield name
     finally:
         drop_database(eventstore_server_url, name)
@@ -153,6 +212,29 @@ def eventstore_database_url(eventstore_server_url: str, eventstore_template: str
         yield url
     finally:
         drop_database(eventstore_server_url, name)
+
+
+@pytest.fixture
+def eventstore_sqlalchemy_url(eventstore_database_url: str) -> str:
+    """Returns this test's database URL in SQLAlchemy's ``postgresql+psycopg://`` form."""
+    return sqlalchemy_url(eventstore_database_url)
+
+
+@pytest.fixture
+def eventstore_engine(eventstore_sqlalchemy_url: str) -> Iterator[sa.Engine]:
+    """Yields a SQLAlchemy engine on this test's database, disposed after the test."""
+    engine = sa.create_engine(eventstore_sqlalchemy_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def eventstore_session(eventstore_engine: sa.Engine) -> Iterator[sa_orm.Session]:
+    """Yields a SQLAlchemy session on this test's database, closed after the test."""
+    with sa_orm.Session(eventstore_engine) as session:
+        yield session
 
 
 @pytest.fixture
@@ -189,6 +271,25 @@ else:
         _async_postgres_event_store, name="async_postgres_event_store"
     )
 
+    @pytest_asyncio.fixture
+    async def eventstore_async_engine(eventstore_sqlalchemy_url: str) -> AsyncIterator[Any]:
+        """Yields a SQLAlchemy `AsyncEngine` on this test's database, disposed after."""
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(eventstore_sqlalchemy_url)
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+
+    @pytest_asyncio.fixture
+    async def eventstore_async_session(eventstore_async_engine: Any) -> AsyncIterator[Any]:
+        """Yields a SQLAlchemy `AsyncSession` on this test's database, closed after."""
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        async with AsyncSession(eventstore_async_engine) as session:
+            yield session
+
 
 @pytest.fixture
 def in_memory_repository_factory(
@@ -222,6 +323,37 @@ def async_in_memory_event_store(eventstore_registry: EventRegistry) -> AsyncInMe
 
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "postgres: the test needs a real Postgres server")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Says which Postgres the run uses: URL without password, server version, embedded."""
+    configured = Settings.from_env().test_database_url
+    if not configured:
+        return [
+            "eventstore: no EVENTSTORE_TEST_DATABASE_URL; a testcontainers Postgres (if Docker "
+            "answers) or the embedded server starts when a test needs one"
+        ]
+    try:
+        shown = _without_password(libpq_url(configured))
+    except ConfigurationError as exc:
+        return [f"eventstore: EVENTSTORE_TEST_DATABASE_URL is unusable: {exc}"]
+    return [f"eventstore: Postgres {shown} ({_server_version(configured)}, not embedded)"]
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[2]}" if user else netloc[2]))
+
+
+def _server_version(url: str) -> str:
+    from eventstore.postgres.connections import probe_version
+
+    try:
+        return f"server {probe_version(url, timeout=3.0)}"
+    except Exception as exc:  # the header must never stop the run
+        return f"unreachable: {' '.join(str(exc).split())}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,3 +7,4 @@ EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_UNREACHABLE: Final = 3
 EXIT_NOT_MIGRATED: Final = 4
+EXIT_NOT_FOUND: Final = 5

@@ -10,9 +10,8 @@ import sys
 from typing import Any
 
 from eventstore.cli._exit import EXIT_ERROR, EXIT_OK
-from eventstore.cli.database import resolve_url
+from eventstore.cli.database import add_database_options, resolve_url
 from eventstore.errors import ConfigurationError, SubscriptionNotFoundError
-from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.postgres.subscriptions import SubscriptionStore
 from eventstore.registry import EventRegistry
 from eventstore.subscriptions.engine import discard_dead_letters, retry_dead_letters
@@ -170,13 +169,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         p = actions.add_parser(name, help=help_)
-        p.add_argument("--url", help="Postgres URL (default: $EVENTSTORE_DATABASE_URL)")
-        p.add_argument("--schema", default=DEFAULT_SCHEMA, help="schema of the event store")
+        add_database_options(p)
         return p
 
     run = add("run", "run the subscriptions of module:name until SIGTERM/SIGINT")
     run.add_argument("target", help="module:name of a SubscriptionGroup")
-    run.add_argument("--lease-ttl", type=float, default=10.0)
+    run.add_argument(
+        "--lease-ttl", type=float, default=10.0, help="a shard's lease lasts this long (s)"
+    )
     run.add_argument(
         "--poll-interval", type=float, default=1.0, help="full look at least this often (s)"
     )
@@ -186,22 +186,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument(
         "--listen", action="store_true", help="also wake on NOTIFY eventstore_events.<schema>"
     )
-    run.add_argument("--runner-id", default=None)
+    run.add_argument("--runner-id", help="this runner's name in leases (default: host:pid:random)")
     run.set_defaults(handler=cmd_run)
     status = add("status", "owners, lag, dead letters per shard")
-    status.add_argument("name", nargs="?")
+    status.add_argument("name", nargs="?", help="one subscription (default: all)")
     status.set_defaults(handler=cmd_status)
     for action in ("pause", "resume"):
         p = add(action, f"{action} every shard of a subscription")
-        p.add_argument("name")
+        p.add_argument("name", help="the subscription")
         p.set_defaults(handler=cmd_pause_resume)
     reset = add("reset", "move a subscription to the start or the end of the log")
-    reset.add_argument("name")
-    reset.add_argument("--to", choices=["start", "end"], required=True)
+    reset.add_argument("name", help="the subscription")
+    reset.add_argument(
+        "--to", choices=["start", "end"], required=True, help="the start or the end of the log"
+    )
     reset.set_defaults(handler=cmd_reset)
     dead = add("dead-letters", "list, retry or discard dead letters")
-    dead.add_argument("dl_action", choices=["list", "retry", "discard"])
-    dead.add_argument("name")
+    dead.add_argument("dl_action", choices=["list", "retry", "discard"], help="what to do")
+    dead.add_argument("name", help="the subscription")
     dead.add_argument("ids", nargs="*", type=int, help="discard: the dead letter ids")
     dead.add_argument("--target", help="retry: module:name of the SubscriptionGroup")
     dead.add_argument("--stream", help="retry: only this stream")

@@ -44,7 +44,9 @@ def translated_errors(stream_id: str | None = None) -> Iterator[None]:
         ) from exc
     except psycopg.errors.UndefinedTable as exc:
         raise SchemaNotMigratedError(
-            f"event store tables not found ({exc.diag.message_primary}); run `eventstore migrate`"
+            f"event store tables not found ({exc.diag.message_primary}): run `eventstore "
+            "migrate`, or `alembic upgrade heads` where your alembic tree runs the event "
+            "store's revisions; check the store's schema= too"
         ) from exc
     except psycopg_pool.PoolTimeout as exc:
         raise DatabaseUnavailableError(f"no database connection in time: {exc}") from exc

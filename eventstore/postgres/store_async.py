@@ -31,7 +31,12 @@ from eventstore.errors import (
 )
 from eventstore.events import Event, EventMetadata, RawRecordedEvent, RecordedEvent
 from eventstore.postgres import sql as _sql
-from eventstore.postgres.connections import libpq_url, unwrap_async_connection
+from eventstore.postgres.connections import (
+    connection_error,
+    is_transient_connect_error,
+    libpq_url,
+    unwrap_async_connection,
+)
 from eventstore.postgres.errors import translated_errors
 from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.postgres.scope_async import entered
@@ -137,6 +142,20 @@ class AsyncPostgresEventStore:
         min_size, max_size = self._pool_sizes
         if self._url is None:
             raise ConfigurationError("this store was given a pool, which has been closed")
+        # One connection first: a wrong URL (no such database or role, a refused password)
+        # fails at once, named; a server still starting gets the pool's wait, and a
+        # timeout then names what the first attempt met instead of "no connection in time".
+        failure: DatabaseUnavailableError | None = None
+        try:
+            first = await psycopg.AsyncConnection.connect(
+                self._url, connect_timeout=max(1, math.ceil(self._connect_timeout))
+            )
+        except psycopg.OperationalError as exc:
+            failure = connection_error(self._url, exc)
+            if not is_transient_connect_error(exc):
+                raise failure from exc
+        else:
+            await first.close()
         pool = psycopg_pool.AsyncConnectionPool(
             self._url,
             min_size=min_size,
@@ -151,8 +170,10 @@ class AsyncPostgresEventStore:
         try:
             with translated_errors():
                 await pool.open(wait=True, timeout=self._connect_timeout)
-        except BaseException:
+        except BaseException as exc:
             await pool.close()
+            if failure is not None and isinstance(exc, DatabaseUnavailableError):
+                raise failure from exc
             raise
         return pool
 
