@@ -7,6 +7,7 @@ while opening it fails.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -44,8 +45,10 @@ async def async_engine(eventstore_database_url: str) -> AsyncIterator[AsyncEngin
     await engine.dispose()
 
 
-def snapshot(stream_id: str) -> Snapshot:
-    return Snapshot(stream_id, version=1, state_type="t", schema_version=1, state="{}")
+def snapshot(stream_id: str, event_id: uuid.UUID) -> Snapshot:
+    return Snapshot(
+        stream_id, version=1, state_type="t", schema_version=1, state="{}", event_id=event_id
+    )
 
 
 def test_a_store_used_only_with_conn_opens_no_pool(
@@ -53,12 +56,14 @@ def test_a_store_used_only_with_conn_opens_no_pool(
 ) -> None:
     store = PostgresEventStore(NOWHERE, registry=eventstore_registry, connect_timeout=1)
     with engine.begin() as connection:
-        store.append("acct-1", Opened(owner="ann"), expected_version=NO_STREAM, conn=connection)
+        first = store.append(
+            "acct-1", Opened(owner="ann"), expected_version=NO_STREAM, conn=connection
+        )
         assert store.stream_info("acct-1", conn=connection).version == 1
         assert [e.version for e in store.read_stream("acct-1", conn=connection)] == [1]
         assert len(list(store.read_stream_raw("acct-1", conn=connection))) == 1
         assert len(list(store.read_stream_data("acct-1", conn=connection))) == 1
-        store.save_snapshot(snapshot("acct-1"), conn=connection)
+        store.save_snapshot(snapshot("acct-1", first.event_ids[0]), conn=connection)
         assert store.load_snapshot("acct-1", conn=connection) is not None
     with pytest.raises(DatabaseUnavailableError):
         store.open()
@@ -70,12 +75,12 @@ async def test_an_async_store_used_only_with_conn_opens_no_pool(
 ) -> None:
     store = AsyncPostgresEventStore(NOWHERE, registry=eventstore_registry, connect_timeout=1)
     async with async_engine.begin() as connection:
-        await store.append(
+        first = await store.append(
             "acct-2", Opened(owner="bo"), expected_version=NO_STREAM, conn=connection
         )
         assert (await store.stream_info("acct-2", conn=connection)).version == 1
         assert [e.version async for e in store.read_stream("acct-2", conn=connection)] == [1]
-        await store.save_snapshot(snapshot("acct-2"), conn=connection)
+        await store.save_snapshot(snapshot("acct-2", first.event_ids[0]), conn=connection)
         assert await store.load_snapshot("acct-2", conn=connection) is not None
     with pytest.raises(DatabaseUnavailableError):
         await store.open()
