@@ -80,17 +80,27 @@ class Deposited(Event):
 
 REGISTRY: Final = EventRegistry([Deposited])
 
-RAW_INSERT: Final = sql.SQL(
-    "INSERT INTO {} (stream_id, version, event_id, event_type, schema_version, shard_key, "
-    "data, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-).format(sql.Identifier(RAW_SCHEMA, "events"))
+# Rendered to bytes once, as the store renders its statements: a `sql.Composed` would be
+# rendered again on every execute, which would flatter the store.
+RAW_INSERT: Final = (
+    sql.SQL(
+        "INSERT INTO {} (stream_id, version, event_id, event_type, schema_version, shard_key, "
+        "data, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    )
+    .format(sql.Identifier(RAW_SCHEMA, "events"))
+    .as_bytes(None)
+)
 
 # The same columns the store reads; psycopg decodes both jsonb columns to dicts.
-RAW_SELECT: Final = sql.SQL(
-    "SELECT global_position, stream_id, version, event_id, event_type, schema_version, data, "
-    "metadata, recorded_at, transaction_id::text::bigint FROM {} WHERE stream_id = %s "
-    "ORDER BY version"
-).format(sql.Identifier(RAW_SCHEMA, "events"))
+RAW_SELECT: Final = (
+    sql.SQL(
+        "SELECT global_position, stream_id, version, event_id, event_type, schema_version, data, "
+        "metadata, recorded_at, transaction_id::text::bigint FROM {} WHERE stream_id = %s "
+        "ORDER BY version"
+    )
+    .format(sql.Identifier(RAW_SCHEMA, "events"))
+    .as_bytes(None)
+)
 RAW_DATA_COLUMN: Final = 6
 
 

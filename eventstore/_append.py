@@ -55,16 +55,28 @@ class AppendPlan:
     shard_key: int
 
     def params(self) -> dict[str, Any]:
-        """Returns the statement parameters."""
-        return {
+        """Returns the statement parameters: one event's columns, or all events as JSON."""
+        events = self.events
+        first = events[0]
+        params = {
             "stream_id": self.stream_id,
-            "count": len(self.events),
-            "expected": self.expected if isinstance(self.expected, int) else None,
+            "count": len(events),
+            "expected": self.expected if type(self.expected) is int else None,
             "shard_key": self.shard_key,
-            "first_id": self.events[0].event_id,
-            "events": "[" + ",".join([_wire(e) for e in self.events]) + "]",
-            "metadata": self.events[0].metadata,
+            "first_id": first.event_id,
+            "metadata": first.metadata,
         }
+        if len(events) == 1:
+            params["event_type"] = first.event_type
+            params["schema_version"] = first.schema_version
+            params["data"] = first.data
+        else:
+            params["events"] = self.wire()
+        return params
+
+    def wire(self) -> str:
+        """Returns the events as the JSON array the statements take apart on the server."""
+        return "[" + ",".join([_wire(e) for e in self.events]) + "]"
 
     @property
     def event_ids(self) -> tuple[uuid.UUID, ...]:
@@ -144,7 +156,11 @@ def plan_append(
         raise InvalidEventError(f"at most {MAX_EVENTS_PER_APPEND} events per append")
     ids = _check_ids(event_ids, len(batch))
     meta = encode_metadata(merged_metadata(metadata))
-    encoded = tuple(registry.encode(e, meta, i) for e, i in zip(batch, ids, strict=True))
+    encode = registry.encode
+    if len(batch) == 1:
+        encoded: tuple[NewEvent, ...] = (encode(batch[0], meta, ids[0]),)
+    else:
+        encoded = tuple([encode(e, meta, i) for e, i in zip(batch, ids, strict=True)])
     _check_size(encoded)
     return AppendPlan(stream_id, expected, encoded, shard_key(stream_id))
 
@@ -155,7 +171,10 @@ def _check_size(encoded: Sequence[NewEvent]) -> None:
     The events travel as one jsonb array, and Postgres caps a jsonb value at 256 MB: a
     larger append would fail on the server after seconds of work, with a driver error.
     """
-    chars = sum(len(e.data) for e in encoded) + _WIRE_OVERHEAD * len(encoded)
+    if len(encoded) == 1:
+        chars = len(encoded[0].data) + _WIRE_OVERHEAD
+    else:
+        chars = sum([len(e.data) for e in encoded]) + _WIRE_OVERHEAD * len(encoded)
     if chars * 4 < MAX_APPEND_BYTES:  # even all 4-byte UTF-8 would fit: no need to count
         return
     size = sum(len(e.data.encode()) for e in encoded) + _WIRE_OVERHEAD * len(encoded)
@@ -188,8 +207,17 @@ def _check_ids(event_ids: Sequence[uuid.UUID] | None, count: int) -> list[uuid.U
 
 def result_from_rows(plan: AppendPlan, rows: Sequence[tuple[int, int, int]]) -> AppendResult:
     """Builds the result of a successful append from its returned rows (in any order)."""
-    if len(rows) > 1:
-        rows = sorted(rows, key=lambda row: row[1])
+    if len(rows) == 1:
+        ((position, version, transaction_id),) = rows
+        return AppendResult(
+            plan.stream_id,
+            version,
+            version,
+            (position,),
+            transaction_id,
+            (plan.events[0].event_id,),
+        )
+    rows = sorted(rows, key=lambda row: row[1])
     return AppendResult(
         stream_id=plan.stream_id,
         first_version=rows[0][1],

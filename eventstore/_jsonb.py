@@ -11,13 +11,21 @@ validates what `as_stored` returns instead: the JSON a read will get.
 from __future__ import annotations
 
 import collections
+import datetime
 import decimal
+import enum
 import json
 import math
 import re
+import types
+import typing
+import uuid
 from typing import Any, Final
 
-__all__ = ["LossyValueError", "as_stored", "may_change", "same"]
+import annotated_types
+import pydantic
+
+__all__ = ["LossyValueError", "as_stored", "may_change", "numbers_kept", "same"]
 
 # A number with an exponent, or a negative zero: the only number texts jsonb prints back
 # differently in a way that changes the value read (a cheap, conservative test).
@@ -35,6 +43,75 @@ def may_change(text: str, ordered: bool) -> bool:
     ordered mapping whose key order jsonb could change. True only means "check".
     """
     return ordered or _REWRITTEN_NUMBER.search(text) is not None
+
+
+def numbers_kept(model: type[pydantic.BaseModel]) -> bool:
+    """Tells whether a model's JSON can only hold numbers that jsonb prints back unchanged.
+
+    True when every field is declared as one of a few types whose JSON is a string, an
+    integer, a boolean or null (str, int, bool, bytes, UUID, dates and times,
+    enums and literals of those), or a container or nested model of them, with no custom
+    serializer anywhere. Then `may_change` has nothing to find, since an ``int`` is kept
+    exactly. A value of the wrong type slipped in without validation (``model_construct``,
+    ``model_copy``) still fails the registry's strict comparison after validation. Anything
+    else (floats, ``Any``, unions with floats, serializers) is False: "check".
+    """
+    return _model_kept(model, set())
+
+
+_KEPT_LEAVES: Final = frozenset(
+    {str, int, bool, bytes, type(None), uuid.UUID, datetime.datetime, datetime.date}
+    | {datetime.time}
+)
+_CONTAINERS: Final = frozenset(
+    {list, tuple, set, frozenset, dict, collections.abc.Sequence, collections.abc.Mapping}
+)
+
+
+def _model_kept(model: type[pydantic.BaseModel], seen: set[type[Any]]) -> bool:
+    if model in seen:
+        return True
+    seen.add(model)
+    decorators = model.__pydantic_decorators__
+    if decorators.field_serializers or decorators.model_serializers:
+        return False
+    if decorators.computed_fields:
+        return False
+    for field in model.model_fields.values():
+        if not all(_constraint(item) for item in field.metadata):
+            return False
+        if not _annotation_kept(field.annotation, seen):
+            return False
+    return True
+
+
+def _constraint(item: object) -> bool:
+    """Tells whether field metadata is a plain constraint (``Field(ge=0)``, ``MaxLen``)."""
+    return type(item).__module__ in {"annotated_types", "pydantic.types", "pydantic.fields"} or (
+        isinstance(item, annotated_types.BaseMetadata)
+    )
+
+
+def _annotation_kept(annotation: Any, seen: set[type[Any]]) -> bool:
+    if annotation in _KEPT_LEAVES:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *extras = typing.get_args(annotation)
+        return all(_constraint(x) for x in extras) and _annotation_kept(base, seen)
+    if origin is typing.Literal:
+        return all(type(v) in (str, int, bool, type(None)) for v in typing.get_args(annotation))
+    if origin is typing.Union or origin is types.UnionType:
+        return all(_annotation_kept(arg, seen) for arg in typing.get_args(annotation))
+    if origin in _CONTAINERS:
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return bool(args) and all(_annotation_kept(arg, seen) for arg in args)
+    if isinstance(annotation, type):
+        if issubclass(annotation, enum.Enum):
+            return all(type(m.value) in (str, int, bool) for m in annotation)
+        if issubclass(annotation, pydantic.BaseModel):
+            return _model_kept(annotation, seen)
+    return False
 
 
 def as_stored(text: str) -> str:

@@ -46,6 +46,8 @@ class EventRegistry:
     def __init__(self, classes: Iterable[type[Event]] = ()) -> None:
         self._entries: dict[str, _Entry] = {}
         self._by_class: dict[type[Event], str] = {}
+        # Per class: its type name, and whether jsonb might print its JSON back otherwise.
+        self._encoders: dict[type[Event], tuple[str, bool]] = {}
         for cls in classes:
             self.register(cls)
 
@@ -69,6 +71,7 @@ class EventRegistry:
         for name in names:  # aliases share the entry, so old names get the same upcasters
             self._entries[name] = entry
         self._by_class[cls] = event_type
+        self._encoders.pop(cls, None)
         return cls
 
     def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
@@ -107,29 +110,35 @@ class EventRegistry:
 
     def encode(self, event: Event, metadata: str, event_id: uuid.UUID) -> NewEvent:
         """Encodes one event for appending; fails before any write if it cannot."""
-        if not isinstance(event, Event):
-            raise InvalidEventError(
-                f"expected an Event instance, got {type(event).__qualname__}", event=event
-            )
         cls = type(event)
-        event_type = self.type_name(cls)
+        encoder = self._encoders.get(cls)
+        if encoder is None:
+            encoder = self._encoder_for(event)
+        event_type, check_numbers = encoder
         try:  # the serializer itself: model_dump_json's wrapper costs as much again
             data = cls.__pydantic_serializer__.to_json(
                 event, by_alias=True, round_trip=True
             ).decode()
         except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
             raise InvalidEventError(f"cannot encode {event_type!r}: {exc}", event=event) from exc
-        if type(cls.schema_version) is not int:  # it is written into the append's JSON
+        schema_version = cls.schema_version
+        if type(schema_version) is not int:  # it is written into the append's JSON
             raise ConfigurationError(f"{cls.__qualname__}.schema_version must be an int")
-        _refuse_nul(data, event_type, event)
-        _refuse_lossy(cls, data, event, event_type)
-        return NewEvent(
-            event_id=event_id,
-            event_type=event_type,
-            schema_version=cls.schema_version,
-            data=data,
-            metadata=metadata,
-        )
+        if "\\u0000" in data:
+            _refuse_nul(data, event_type, event)
+        _refuse_lossy(cls, data, event, event_type, check_numbers)
+        return NewEvent(event_id, event_type, schema_version, data, metadata)
+
+    def _encoder_for(self, event: object) -> tuple[str, bool]:
+        """Returns what encoding a class needs, worked out once per class."""
+        if not isinstance(event, Event):
+            raise InvalidEventError(
+                f"expected an Event instance, got {type(event).__qualname__}", event=event
+            )
+        cls = type(event)
+        encoder = (self.type_name(cls), _has_ordered(cls) or not _jsonb.numbers_kept(cls))
+        self._encoders[cls] = encoder
+        return encoder
 
     def decode(self, event_type: str, schema_version: int, data: str | bytes) -> Event:
         """Decodes a stored payload into its current class, upcasting old versions first."""
@@ -172,18 +181,22 @@ def _refuse_nul(data: str, what: str, event: Any = None) -> None:
         )
 
 
-def _refuse_lossy(cls: type[Event], data: str, event: Event, event_type: str) -> None:
+def _refuse_lossy(
+    cls: type[Event], data: str, event: Event, event_type: str, check_numbers: bool = True
+) -> None:
     """Refuses a payload that would not read back the same (NaN, masked secrets, huge ints,
     a float jsonb turns into an int, a negative zero, an ordered mapping jsonb reorders).
 
     The check validates what a read will get (`eventstore._jsonb.as_stored`), not the JSON
     sent, and compares strictly (`eventstore._jsonb.same`: types and ordered keys count).
     Such an event would be stored and then be unreadable, or read back changed: checking
-    the round trip now is the only way to keep both promises.
+    the round trip now is the only way to keep both promises. ``check_numbers`` False (the
+    class can hold no number or ordered mapping jsonb would change) skips looking for one.
     """
     try:
-        stored = _jsonb.as_stored(data) if _jsonb.may_change(data, _has_ordered(cls)) else data
-        restored = cls.__pydantic_validator__.validate_json(stored)
+        if check_numbers and _jsonb.may_change(data, _has_ordered(cls)):
+            data = _jsonb.as_stored(data)
+        restored = cls.__pydantic_validator__.validate_json(data)
         # Field values are what matter (BaseModel.__eq__ also compares private state).
         unchanged = _jsonb.same(restored.__dict__, event.__dict__)
     except (pydantic.ValidationError, ValueError) as exc:

@@ -19,45 +19,59 @@ from eventstore.errors import (
     TransactionConflictError,
 )
 
-__all__ = ["translated_errors"]
+__all__ = ["translated", "translated_errors"]
 
 
 @contextlib.contextmanager
 def translated_errors(stream_id: str | None = None) -> Iterator[None]:
     """Translates driver errors into the toolkit's own, by constraint name and class.
 
-    This is the single boundary where psycopg exceptions become `EventStoreError`s.
+    This is the single boundary where psycopg exceptions become `EventStoreError`s (hot
+    paths call `translated` in an ``except`` clause instead: the same rules, no generator).
     """
     try:
         yield
-    except EventStoreError:
-        raise
-    except psycopg.errors.UniqueViolation as exc:
+    except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        mapped = translated(exc, stream_id)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+def translated(exc: BaseException, stream_id: str | None = None) -> BaseException:
+    """Returns the toolkit's error for a driver error, or ``exc`` itself when none applies.
+
+    The caller raises the result ``from exc`` (or re-raises ``exc`` when it is returned).
+    """
+    if isinstance(exc, EventStoreError):
+        return exc
+    if isinstance(exc, psycopg.errors.UniqueViolation):
         if exc.diag.constraint_name == "events_event_id_key":
-            raise DuplicateEventIdError(stream_id or "", []) from exc
-        raise
-    except psycopg.errors.DataError as exc:  # e.g. a snapshot state that is not JSON
-        raise InvalidArgumentError(f"Postgres refused the data: {exc}") from exc
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise PermissionDeniedError(
+            return DuplicateEventIdError(stream_id or "", [])
+        return exc
+    if isinstance(exc, psycopg.errors.DataError):  # e.g. a snapshot state that is not JSON
+        return InvalidArgumentError(f"Postgres refused the data: {exc}")
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return PermissionDeniedError(
             f"the database refused: {exc.diag.message_primary} (see `eventstore grants`)"
-        ) from exc
-    except psycopg.errors.UndefinedTable as exc:
-        raise SchemaNotMigratedError(
+        )
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        return SchemaNotMigratedError(
             f"event store tables not found ({exc.diag.message_primary}): run `eventstore "
             "migrate`, or `alembic upgrade heads` where your alembic tree runs the event "
             "store's revisions; check the store's schema= too"
-        ) from exc
-    except psycopg_pool.PoolTimeout as exc:
-        raise DatabaseUnavailableError(f"no database connection in time: {exc}") from exc
-    except psycopg.OperationalError as exc:
+        )
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return DatabaseUnavailableError(f"no database connection in time: {exc}")
+    if isinstance(exc, psycopg.OperationalError):
         # psycopg puts SQLSTATE class 40 (40001 serialization, 40P01 deadlock) directly
         # under OperationalError, so the class is told by its code.
         if (exc.sqlstate or "").startswith("40"):
-            raise TransactionConflictError(f"transaction aborted by Postgres: {exc}") from exc
+            return TransactionConflictError(f"transaction aborted by Postgres: {exc}")
         if not _is_connection_loss(exc):
-            raise  # a statement or lock timeout, a cancel: not an outage
-        raise DatabaseUnavailableError(f"database unavailable: {exc}") from exc
+            return exc  # a statement or lock timeout, a cancel: not an outage
+        return DatabaseUnavailableError(f"database unavailable: {exc}")
+    return exc
 
 
 # SQLSTATE class 08 (connection exception) and the server shutting down or starting up.

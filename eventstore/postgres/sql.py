@@ -76,6 +76,17 @@ _INSERT_EVENTS: Final = (
     "SELECT global_position, version, transaction_id::text::bigint FROM ins"
 )
 
+# One event, the common case: its columns travel as plain parameters (no JSON array to
+# build on the client or to take apart on the server).
+_INSERT_ONE: Final = (
+    "WITH claim AS ({claim}) "
+    "INSERT INTO {events} (stream_id, version, event_id, event_type, schema_version, "
+    "shard_key, data, metadata) "
+    "SELECT %(stream_id)s, claim.base + 1, %(first_id)b::uuid, %(event_type)s, "
+    "%(schema_version)s, %(shard_key)s, %(data)s::jsonb, %(metadata)s::jsonb FROM claim "
+    "RETURNING global_position, version, transaction_id::text::bigint"
+)
+
 STREAM_VERSION: Final = "SELECT version FROM {streams} WHERE stream_id = %(stream_id)s"
 
 # Why a claim was refused, in one round trip: the stream's version (the row whose event id
@@ -152,6 +163,10 @@ class Statements:
     append_no_stream: bytes
     append_exact: bytes
     append_stream_exists: bytes
+    append_one_any: bytes
+    append_one_no_stream: bytes
+    append_one_exact: bytes
+    append_one_stream_exists: bytes
     stream_version: bytes
     refused_append: bytes
     append_neighbours: bytes
@@ -177,11 +192,18 @@ def render(schema: str) -> Statements:
     def append(claim: str) -> bytes:
         return build(_INSERT_EVENTS.replace("{claim}", claim))
 
+    def append_one(claim: str) -> bytes:
+        return build(_INSERT_ONE.replace("{claim}", claim))
+
     return Statements(
         append_any=append(CLAIM_ANY),
         append_no_stream=append(CLAIM_NO_STREAM),
         append_exact=append(CLAIM_EXACT),
         append_stream_exists=append(CLAIM_STREAM_EXISTS),
+        append_one_any=append_one(CLAIM_ANY),
+        append_one_no_stream=append_one(CLAIM_NO_STREAM),
+        append_one_exact=append_one(CLAIM_EXACT),
+        append_one_stream_exists=append_one(CLAIM_STREAM_EXISTS),
         stream_version=build(STREAM_VERSION),
         refused_append=build(REFUSED_APPEND),
         append_neighbours=build(APPEND_NEIGHBOURS),

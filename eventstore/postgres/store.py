@@ -1,6 +1,6 @@
 # Generated from store_async.py by tools/async_to_sync.py: do not edit.
 # Change the async source and run `make generate`.
-# ruff: noqa: SIM117, UP028
+# ruff: noqa: UP028
 """The Postgres event store: appends and reads in its own transactions or the caller's.
 
 `store_async.py` is the source and `store.py` its generated sync twin (see
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
-from typing import Any, NamedTuple, Self, TypeVar, overload
+from typing import Any, Final, NamedTuple, Self, TypeVar, overload
 from uuid import UUID
 
 import psycopg
@@ -40,6 +40,7 @@ from eventstore.postgres.connections import (
     libpq_url,
     unwrap_connection,
 )
+from eventstore.postgres.errors import translated as _translated
 from eventstore.postgres.errors import translated_errors
 from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.postgres.scope import entered
@@ -58,6 +59,8 @@ from eventstore.store import (
 )
 
 __all__ = ["PostgresEventStore"]
+
+_OPEN: Final = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 E = TypeVar("E", bound=Event)
 T = TypeVar("T")
@@ -211,10 +214,31 @@ class PostgresEventStore:
         pool: psycopg_pool.ConnectionPool[Any],
         operation: Callable[[psycopg.Connection[Any]], T],
     ) -> T:
+        # getconn/putconn instead of `pool.connection()`: the same commit or rollback, for
+        # a fraction of the client time on the hottest path (docs/discussions/append.md).
         try:
-            with translated_errors():
-                with pool.connection() as own:
-                    return operation(own)
+            own = pool.getconn()
+        except psycopg.Error as exc:  # PoolTimeout, PoolClosed
+            raise _translated(exc) from exc
+        try:
+            try:
+                result = operation(own)
+                if own.info.transaction_status != TransactionStatus.IDLE:
+                    own.commit()  # a pool given with pool=, not in autocommit
+                return result
+            except BaseException:
+                if own.info.transaction_status in _OPEN:
+                    _rollback_quietly(own)
+                raise
+            finally:
+                pool.putconn(own)
+        except psycopg.Error as exc:  # from commit: the operation translates its own
+            failure = _translated(exc)
+            if isinstance(failure, DatabaseUnavailableError):
+                pool.check()
+            if failure is exc:
+                raise
+            raise failure from exc
         except DatabaseUnavailableError:
             pool.check()
             raise
@@ -237,11 +261,16 @@ class PostgresEventStore:
         params: Mapping[str, Any],
         rows: bool = True,
     ) -> list[tuple[Any, ...]]:
-        with translated_errors(params.get("stream_id")):
+        try:
             # The caller's connection may have another row factory (dict_row, ...).
             with conn.cursor(row_factory=tuple_row) as cur:
                 cur.execute(query, params)
                 return cur.fetchall() if rows else []
+        except psycopg.Error as exc:
+            failure = _translated(exc, params.get("stream_id"))
+            if failure is exc:
+                raise
+            raise failure from exc
 
     def _query(
         self,
@@ -301,19 +330,20 @@ class PostgresEventStore:
 
     def _append_statement(self, plan: AppendPlan) -> bytes:
         s = self._statements
+        one = len(plan.events) == 1
         if plan.expected is ANY:
-            return s.append_any
+            return s.append_one_any if one else s.append_any
         if plan.expected is NO_STREAM:
-            return s.append_no_stream
+            return s.append_one_no_stream if one else s.append_no_stream
         if plan.expected is STREAM_EXISTS:
-            return s.append_stream_exists
-        return s.append_exact
+            return s.append_one_stream_exists if one else s.append_stream_exists
+        return s.append_one_exact if one else s.append_exact
 
     def _resolve_refused(self, conn: psycopg.Connection[Any], plan: AppendPlan) -> AppendResult:
         params = {
             "stream_id": plan.stream_id,
             "event_ids": list(plan.event_ids),
-            "events": plan.params()["events"],
+            "events": plan.wire(),
         }
         rows = self._fetch(conn, self._statements.refused_append, params)
         actual = next((row[2] for row in rows if row[0] is None), None)
@@ -486,3 +516,9 @@ class _ReadBounds(NamedTuple):
         """Validates read arguments before any I/O."""
         forward, version, remaining = _rows.read_bounds(direction, from_version, limit)
         return cls(_append.validate_stream_id(stream_id), forward, version, remaining)
+
+
+def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
+    """Rolls back an own connection's open transaction; a broken one the pool discards."""
+    with suppress(psycopg.Error):
+        conn.rollback()
