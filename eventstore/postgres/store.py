@@ -60,7 +60,8 @@ from eventstore.store import (
 
 __all__ = ["PostgresEventStore"]
 
-_OPEN: Final = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+_IDLE: Final = int(TransactionStatus.IDLE)
+_OPEN: Final = (int(TransactionStatus.INTRANS), int(TransactionStatus.INERROR))
 
 E = TypeVar("E", bound=Event)
 T = TypeVar("T")
@@ -223,11 +224,12 @@ class PostgresEventStore:
         try:
             try:
                 result = operation(own)
-                if own.info.transaction_status != TransactionStatus.IDLE:
+                # pgconn's int, not `info`'s: that builds an object and an enum per call.
+                if own.pgconn.transaction_status != _IDLE:
                     own.commit()  # a pool given with pool=, not in autocommit
                 return result
             except BaseException:
-                if own.info.transaction_status in _OPEN:
+                if own.pgconn.transaction_status in _OPEN:
                     _rollback_quietly(own)
                 raise
             finally:

@@ -57,7 +57,8 @@ from eventstore.store import (
 
 __all__ = ["AsyncPostgresEventStore"]
 
-_OPEN: Final = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+_IDLE: Final = int(TransactionStatus.IDLE)
+_OPEN: Final = (int(TransactionStatus.INTRANS), int(TransactionStatus.INERROR))
 
 E = TypeVar("E", bound=Event)
 T = TypeVar("T")
@@ -222,11 +223,12 @@ class AsyncPostgresEventStore:
         try:
             try:
                 result = await operation(own)
-                if own.info.transaction_status != TransactionStatus.IDLE:
+                # pgconn's int, not `info`'s: that builds an object and an enum per call.
+                if own.pgconn.transaction_status != _IDLE:
                     await own.commit()  # a pool given with pool=, not in autocommit
                 return result
             except BaseException:
-                if own.info.transaction_status in _OPEN:
+                if own.pgconn.transaction_status in _OPEN:
                     await _rollback_quietly(own)
                 raise
             finally:
