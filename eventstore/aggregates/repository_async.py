@@ -36,6 +36,8 @@ from eventstore.aggregates.results import CommandResult, DeciderResult, Retry
 from eventstore.errors import (
     AggregateNotFoundError,
     ConfigurationError,
+    DuplicateEventIdError,
+    EventStoreError,
     InvalidArgumentError,
     WrongExpectedVersionError,
 )
@@ -107,6 +109,7 @@ class _Watch:
         self.stream_id = stream_id
         self.matched: list[RecordedEvent[Event]] = []
         self.done = False
+        self.whole_stream = True  # False when the replay started from a snapshot
         self._next = idempotent_event_id(key, stream_id, 0)
 
     def applies(self, record: RecordedEvent[Event]) -> bool:
@@ -270,7 +273,11 @@ class AsyncRepository(Generic[A]):
         if aggregate is not None and await self._replay(
             aggregate, stream_id, aggregate.version, upto, watch, conn
         ):
+            if watch is not None:
+                watch.whole_stream = False
             return aggregate
+        if watch is not None and watch.matched:  # from a snapshot that could not be used
+            watch = _Watch(watch.key, watch.stream_id)
         aggregate = self.aggregate.blank(aggregate_id)
         await self._replay(aggregate, stream_id, 0, upto, watch, conn)
         return aggregate if aggregate.version > 0 else None
@@ -483,6 +490,39 @@ class AsyncRepository(Generic[A]):
             aggregate = self.aggregate.blank(cmd.aggregate_id)
         if cmd.expected_version is not None and cmd.expected_version != aggregate.version:
             raise _conflict(stream_id, cmd.expected_version, aggregate.version)
+        if watch is None or watch.whole_stream:
+            return await self._decide_and_save(aggregate, cmd, conn)
+        # The replay started from a snapshot, so a repeat older than it went unseen: when
+        # the command now fails, or its ids turn out to be stored, look at the whole stream.
+        try:
+            return await self._decide_and_save(aggregate, cmd, conn)
+        except WrongExpectedVersionError:
+            raise  # retried: the next attempt reloads
+        except Exception as exc:
+            if isinstance(exc, EventStoreError) and not isinstance(exc, DuplicateEventIdError):
+                raise
+            earlier = await self._repeat_in_whole_stream(cmd, conn)
+            if earlier is None:
+                raise
+            return earlier
+
+    async def _repeat_in_whole_stream(
+        self, cmd: _Command[A], conn: AsyncConnectionLike | None
+    ) -> CommandResult[A] | None:
+        """Returns the earlier result of a keyed command, found by replaying all events."""
+        assert cmd.idempotency_key is not None
+        stream_id = self.stream_id_for(cmd.aggregate_id)
+        watch = _Watch(cmd.idempotency_key, stream_id)
+        aggregate = self.aggregate.blank(cmd.aggregate_id)
+        await self._replay(aggregate, stream_id, 0, None, watch, conn)
+        repeat = watch.repeat()
+        if repeat is None:
+            return None
+        return CommandResult(aggregate, tuple(r.data for r in watch.matched), repeat)
+
+    async def _decide_and_save(
+        self, aggregate: A, cmd: _Command[A], conn: AsyncConnectionLike | None
+    ) -> CommandResult[A]:
         if inspect.isawaitable(result := cmd.command(aggregate)):
             close = getattr(result, "close", None)
             if close is not None:

@@ -287,6 +287,30 @@ def test_a_keyed_command_retried_on_a_conflict_appends_once(
     assert (repo.get("1")).balance == 6
 
 
+def test_a_repeat_older_than_the_snapshot_is_still_recognised(
+    store: EventStore,
+) -> None:
+    repo = Repository(store, Account, snapshot_every=2)
+    repo.create("1", lambda a: a.open("ann"))
+    first = repo.update("1", lambda a: a.deposit(5), idempotency_key="d")  # v2
+    spent = repo.update("1", lambda a: a.withdraw(5), idempotency_key="w")  # v3
+    for _ in range(3):
+        repo.update("1", lambda a: a.deposit(1))  # v6, a snapshot at 6
+    assert store.load_snapshot("account-1") is not None
+    # Its ids turn out to be stored: the deposit would succeed, the append is refused.
+    again = repo.update("1", lambda a: a.deposit(5), idempotency_key="d")
+    # The withdrawal would now fail (a balance of 3).
+    spent_again = repo.update("1", lambda a: a.withdraw(5), idempotency_key="w")
+    for original, repeat in [(first, again), (spent, spent_again)]:
+        assert original.append is not None and repeat.append is not None
+        assert repeat.append.repeated and repeat.append.positions == original.append.positions
+        assert repeat.aggregate.version == original.aggregate.version
+    assert (again.aggregate.balance, spent_again.aggregate.balance) == (5, 0)
+    assert version_of(store) == 6
+    with pytest.raises(InsufficientFunds):  # a new key: no repeat to fall back on
+        repo.update("1", lambda a: a.withdraw(5), idempotency_key="w2")
+
+
 def test_save_with_event_ids_is_idempotent_at_the_same_version(
     store: EventStore,
 ) -> None:

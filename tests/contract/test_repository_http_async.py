@@ -284,6 +284,30 @@ async def test_a_keyed_command_retried_on_a_conflict_appends_once(
     assert (await repo.get("1")).balance == 6
 
 
+async def test_a_repeat_older_than_the_snapshot_is_still_recognised(
+    store: AsyncEventStore,
+) -> None:
+    repo = AsyncRepository(store, Account, snapshot_every=2)
+    await repo.create("1", lambda a: a.open("ann"))
+    first = await repo.update("1", lambda a: a.deposit(5), idempotency_key="d")  # v2
+    spent = await repo.update("1", lambda a: a.withdraw(5), idempotency_key="w")  # v3
+    for _ in range(3):
+        await repo.update("1", lambda a: a.deposit(1))  # v6, a snapshot at 6
+    assert await store.load_snapshot("account-1") is not None
+    # Its ids turn out to be stored: the deposit would succeed, the append is refused.
+    again = await repo.update("1", lambda a: a.deposit(5), idempotency_key="d")
+    # The withdrawal would now fail (a balance of 3).
+    spent_again = await repo.update("1", lambda a: a.withdraw(5), idempotency_key="w")
+    for original, repeat in [(first, again), (spent, spent_again)]:
+        assert original.append is not None and repeat.append is not None
+        assert repeat.append.repeated and repeat.append.positions == original.append.positions
+        assert repeat.aggregate.version == original.aggregate.version
+    assert (again.aggregate.balance, spent_again.aggregate.balance) == (5, 0)
+    assert await version_of(store) == 6
+    with pytest.raises(InsufficientFunds):  # a new key: no repeat to fall back on
+        await repo.update("1", lambda a: a.withdraw(5), idempotency_key="w2")
+
+
 async def test_save_with_event_ids_is_idempotent_at_the_same_version(
     store: AsyncEventStore,
 ) -> None:
