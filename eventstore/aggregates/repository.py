@@ -14,8 +14,9 @@ Besides loading and saving, the repositories speak the language of HTTP APIs:
   ``append.repeated`` set, instead of running the command again;
 - `AsyncRepository.create`: a command that must start a new stream;
 - ``version=`` on loads: the aggregate as it was at that version;
-- ``serialize=True``: writers of one stream queue on a lock before they load, instead of
-  loading, conflicting and retrying (see docs/how-to/aggregates.md, "Hot aggregates").
+- ``serialize=True``: writers of one stream queue on its lock (taken after the load,
+  followed by a short catch-up read) instead of conflicting and retrying (see
+  docs/how-to/aggregates.md, "Hot aggregates").
 """
 
 from __future__ import annotations
@@ -114,6 +115,11 @@ class _Watch:
         self.whole_stream = True  # False when the replay started from a snapshot
         self._next = idempotent_event_id(key, stream_id, 0)
 
+    def reset(self) -> None:
+        """Forgets what was seen, for a replay that starts over."""
+        self.matched, self.done, self.whole_stream = [], False, True
+        self._next = idempotent_event_id(self.key, self.stream_id, 0)
+
     def applies(self, record: RecordedEvent[Event]) -> bool:
         """Tells whether to apply this record (False once past the earlier append)."""
         if self.done:
@@ -189,8 +195,9 @@ class Repository(Generic[A]):
 
     Commands retry on concurrent writers up to ``attempts`` times; each retry is logged at
     debug, counted in `retries` and passed to ``on_retry``. With ``serialize=True``,
-    `update` and `create` first take the stream's lock in their transaction
-    (`lock_stream`), so concurrent writers of one aggregate queue instead of retrying.
+    `update` and `create` run in a transaction (theirs, or the caller's) and take the
+    stream's lock (`lock_stream`) between loading and catching up on what was written
+    meanwhile, so concurrent writers of one aggregate queue instead of retrying.
     """
 
     def __init__(
@@ -462,19 +469,23 @@ class Repository(Generic[A]):
 
     def _serialized(self, cmd: _Command[A], conn: ConnectionLike | None) -> CommandResult[A]:
         if not self.serialize:
-            return self._run_once(cmd, conn)
-        stream_id = self.stream_id_for(cmd.aggregate_id)
+            return self._run_once(cmd, conn, lock=False)
         if conn is not None:
-            self.store.lock_stream(stream_id, conn=conn)
-            return self._run_once(cmd, conn)
+            return self._run_once(cmd, conn, lock=True)
         with self.store.transaction() as tx:
-            self.store.lock_stream(stream_id, conn=tx)
-            return self._run_once(cmd, tx)
+            return self._run_once(cmd, tx, lock=True)
 
-    def _run_once(self, cmd: _Command[A], conn: ConnectionLike | None) -> CommandResult[A]:
+    def _run_once(
+        self, cmd: _Command[A], conn: ConnectionLike | None, *, lock: bool
+    ) -> CommandResult[A]:
         stream_id = self.stream_id_for(cmd.aggregate_id)
         watch = None if cmd.idempotency_key is None else _Watch(cmd.idempotency_key, stream_id)
         aggregate = self._load(cmd.aggregate_id, None, watch, conn)
+        if lock and (watch is None or watch.repeat() is None):
+            # The load ran before the lock, alongside the writer that holds it; once the
+            # lock is ours, one short read applies whatever was written meanwhile.
+            self.store.lock_stream(stream_id, conn=conn)
+            aggregate = self._catch_up(cmd.aggregate_id, aggregate, watch, conn)
         repeat = None if watch is None else watch.repeat()
         if aggregate is not None and watch is not None and repeat is not None:
             return CommandResult(aggregate, tuple(r.data for r in watch.matched), repeat)
@@ -501,6 +512,25 @@ class Repository(Generic[A]):
             if earlier is None:
                 raise
             return earlier
+
+    def _catch_up(
+        self,
+        aggregate_id: str,
+        aggregate: A | None,
+        watch: _Watch | None,
+        conn: ConnectionLike | None,
+    ) -> A | None:
+        """Applies the events written since ``aggregate`` was loaded."""
+        stream_id = self.stream_id_for(aggregate_id)
+        if aggregate is None:
+            aggregate = self.aggregate.blank(aggregate_id)
+            self._replay(aggregate, stream_id, 0, None, watch, conn)
+            return aggregate if aggregate.version > 0 else None
+        if self._replay(aggregate, stream_id, aggregate.version, None, watch, conn):
+            return aggregate
+        if watch is not None:  # the stream lost the event loaded last: start over
+            watch.reset()
+        return self._load(aggregate_id, None, watch, conn)
 
     def _repeat_in_whole_stream(
         self, cmd: _Command[A], conn: ConnectionLike | None
@@ -594,16 +624,24 @@ class DeciderRepository(Generic[C, S]):
         upto: int | None,
         watch: _Watch | None,
         conn: ConnectionLike | None,
+        since: tuple[S, StreamInfo] | None = None,
     ) -> tuple[S, StreamInfo]:
-        state = self.decider.initial_state()
+        """Folds the stream (up to ``upto``), or only what follows ``since``."""
         stream_id = self.stream_id_for(aggregate_id)
-        version = 0
+        state, version = self.decider.initial_state(), 0
+        if since is not None:
+            state, version = since[0], since[1].version
+        start = version + 1
         if upto is None and watch is None:
-            for loaded, event in self.store.read_stream_data(stream_id, conn=conn):
+            for loaded, event in self.store.read_stream_data(
+                stream_id, from_version=start, conn=conn
+            ):
                 state = self.decider.evolve(state, event)
                 version = loaded
         else:
-            for record in self.store.read_stream(stream_id, limit=upto, conn=conn):
+            for record in self.store.read_stream(
+                stream_id, from_version=start, limit=upto, conn=conn
+            ):
                 if watch is None or watch.applies(record):
                     state = self.decider.evolve(state, record.data)
                     version = record.version
@@ -633,14 +671,10 @@ class DeciderRepository(Generic[C, S]):
 
         def once() -> DeciderResult[S]:
             args = (aggregate_id, command, expected_version, idempotency_key, metadata)
-            if not self.serialize:
-                return self._handle_once(*args, conn)
-            if conn is not None:
-                self.store.lock_stream(stream_id, conn=conn)
-                return self._handle_once(*args, conn)
+            if not self.serialize or conn is not None:
+                return self._handle_once(*args, conn, lock=self.serialize)
             with self.store.transaction() as tx:
-                self.store.lock_stream(stream_id, conn=tx)
-                return self._handle_once(*args, tx)
+                return self._handle_once(*args, tx, lock=True)
 
         return self._retries.run(stream_id, attempts, once)
 
@@ -652,10 +686,16 @@ class DeciderRepository(Generic[C, S]):
         idempotency_key: str | None,
         metadata: EventMetadata | Mapping[str, Any] | None,
         conn: ConnectionLike | None,
+        *,
+        lock: bool,
     ) -> DeciderResult[S]:
         stream_id = self.stream_id_for(aggregate_id)
         watch = None if idempotency_key is None else _Watch(idempotency_key, stream_id)
         state, info = self._fold(aggregate_id, None, watch, conn)
+        if lock and (watch is None or watch.repeat() is None):
+            # Folded before the lock; once it is ours, fold what was written meanwhile.
+            self.store.lock_stream(stream_id, conn=conn)
+            state, info = self._fold(aggregate_id, None, watch, conn, since=(state, info))
         repeat = None if watch is None else watch.repeat()
         if watch is not None and repeat is not None:
             return DeciderResult(state, tuple(r.data for r in watch.matched), repeat)

@@ -458,6 +458,46 @@ def test_serialized_commands_still_retry_on_writers_that_take_no_lock(
     assert account.balance == 5 + (account.version - 2)
 
 
+class LateWriterStore:
+    """Wraps a store: another writer appends just before the lock is taken."""
+
+    def __init__(self, store: EventStore, event: Event) -> None:
+        self.store = store
+        self.event = event
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def lock_stream(self, stream_id: str, **kwargs: Any) -> None:
+        self.store.append(stream_id, self.event)
+        self.store.lock_stream(stream_id, **kwargs)
+
+
+def test_serialized_commands_catch_up_after_the_lock_without_retrying(
+    store: EventStore,
+) -> None:
+    opened(store)
+    late = cast(EventStore, LateWriterStore(store, MoneyDeposited(amount=100)))
+    repo = Repository(late, Account, serialize=True)
+    seen: list[int] = []
+
+    def command(account: Account) -> None:
+        seen.append(account.balance)
+        account.deposit(5)
+
+    result = repo.update("1", command)
+    assert (seen, repo.retries) == ([100], 0)
+    assert (result.aggregate.balance, result.aggregate.version) == (105, 3)
+    tally = DeciderRepository(
+        cast(EventStore, LateWriterStore(store, Counted(by=10))),
+        TallyDecider(),
+        serialize=True,
+    )
+    decided = tally.handle("t", Count(by=-5))  # only possible after the late 10
+    assert (decided.state, tally.retries) == (5, 0)
+    assert (Repository(store, Account).get("1")).balance == 105
+
+
 def test_serialized_commands_join_the_callers_transaction(store: EventStore) -> None:
     repo = Repository(store, Account, serialize=True)
     repo.create("1", lambda a: a.open("ann"))
