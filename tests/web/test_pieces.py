@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from wsgiref.util import setup_testing_defaults
 
 import pytest
 
@@ -20,6 +21,7 @@ from eventstore import (
 from eventstore.context import current_metadata
 from eventstore.web import (
     MessageContextMiddleware,
+    WSGIMessageContextMiddleware,
     etag_for,
     idempotency_key_from,
     problem_for,
@@ -187,3 +189,32 @@ async def test_the_middleware_passes_other_scopes_through() -> None:
 
     await MessageContextMiddleware(app)({"type": "lifespan"}, noop, noop)
     assert seen == ["lifespan"]
+
+
+def test_the_wsgi_middleware_puts_the_request_ids_in_the_message_context() -> None:
+    seen: list[dict[str, Any]] = []
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        seen.append(current_metadata())
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        started.append((status, headers))
+        return lambda data: None
+
+    wrapped = WSGIMessageContextMiddleware(app)
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    body = wrapped(
+        {**environ, "HTTP_X_CORRELATION_ID": "w-1", "HTTP_TRACEPARENT": TRACEPARENT},
+        start_response,
+    )
+    assert list(body) == [b"ok"]
+    wrapped({**environ, "HTTP_X_CORRELATION_ID": " "}, start_response)
+    assert seen[0] == {"correlation_id": "w-1", "traceparent": TRACEPARENT}
+    assert ("X-Correlation-ID", "w-1") in started[0][1]
+    made = seen[1]["correlation_id"]
+    assert uuid.UUID(made).version == 7 and ("X-Correlation-ID", made) in started[1][1]
+    assert current_metadata() == {}
