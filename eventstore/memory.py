@@ -310,6 +310,11 @@ class InMemoryEventStore:
             rows = [r for r in reversed(rows) if r[2] <= start]
         yield from (rows if limit is None else rows[:limit])
 
+    def lock_stream(self, stream_id: str, *, conn: ConnectionLike | None = None) -> None:
+        """Checks the stream id only: transactions here run one at a time already."""
+        _refuse_connection(conn)
+        _append.validate_stream_id(stream_id)
+
 
 class AsyncInMemoryEventStore:
     """Offers the in-memory store through the async API, for tests of async code."""
@@ -342,8 +347,13 @@ class AsyncInMemoryEventStore:
         """Yields None, to pass as ``conn``: the block's writes commit together, or not at all.
 
         Other tasks wait, at their next call on this store, until the block ends; the tasks
-        the block itself starts do not.
+        the block itself starts do not. A block opened inside another one joins it (as
+        ``conn=None`` does), rolling back only its own writes when it raises.
         """
+        if self in _inside.get():
+            with self.sync.transaction():
+                yield None
+            return
         async with self._transaction_lock:
             token = _inside.set(_inside.get() | {self})
             try:
@@ -491,6 +501,11 @@ class AsyncInMemoryEventStore:
         await self._turn()
         for item in items:
             yield item
+
+    async def lock_stream(self, stream_id: str, *, conn: AsyncConnectionLike | None = None) -> None:
+        """Checks the stream id only: transactions here run one at a time already."""
+        _refuse_connection(conn)
+        self.sync.lock_stream(stream_id)
 
 
 def _refuse_connection(conn: object) -> None:

@@ -152,6 +152,9 @@ class EventStore(Protocol):
     Every method that touches the data takes ``conn``: a connection (or session) whose
     transaction the statements join; `transaction()` opens one. The in-memory stores take
     no connection, and their `transaction()` yields None, which every ``conn`` accepts.
+
+    ``lock_stream`` makes the writers of one stream queue: it takes the stream's lock in
+    the transaction of ``conn`` until that transaction ends.
     """
 
     @property
@@ -229,6 +232,8 @@ class EventStore(Protocol):
         self, stream_id: str, *, from_version: int | None = None, conn: ConnectionLike | None = None
     ) -> Iterator[tuple[int, Event]]: ...
 
+    def lock_stream(self, stream_id: str, *, conn: ConnectionLike | None = None) -> None: ...
+
 
 class AsyncEventStore(Protocol):
     """Appends to and reads streams, with asyncio.
@@ -236,6 +241,9 @@ class AsyncEventStore(Protocol):
     Every method that touches the data takes ``conn``: a connection (or session) whose
     transaction the statements join; `transaction()` opens one. The in-memory stores take
     no connection, and their `transaction()` yields None, which every ``conn`` accepts.
+
+    ``lock_stream`` makes the writers of one stream queue: it takes the stream's lock in
+    the transaction of ``conn`` until that transaction ends.
     """
 
     @property
@@ -322,3 +330,7 @@ class AsyncEventStore(Protocol):
         from_version: int | None = None,
         conn: AsyncConnectionLike | None = None,
     ) -> AsyncIterator[tuple[int, Event]]: ...
+
+    async def lock_stream(
+        self, stream_id: str, *, conn: AsyncConnectionLike | None = None
+    ) -> None: ...

@@ -13,10 +13,11 @@ import dataclasses
 from typing import Generic, TypeVar
 
 from eventstore.aggregates.aggregate import Aggregate
+from eventstore.errors import WrongExpectedVersionError
 from eventstore.events import Event
 from eventstore.store import AppendResult
 
-__all__ = ["CommandResult", "DeciderResult"]
+__all__ = ["CommandResult", "DeciderResult", "Retry"]
 
 A = TypeVar("A", bound=Aggregate)
 S = TypeVar("S")
@@ -38,3 +39,15 @@ class DeciderResult(Generic[S]):
     state: S
     events: tuple[Event, ...]
     append: AppendResult | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Retry:
+    """Describes one retry of a command after a conflict: what ``on_retry`` hooks receive.
+
+    ``attempt`` is the attempt that failed (1 for the first); ``error`` is its conflict.
+    """
+
+    stream_id: str
+    attempt: int
+    error: WrongExpectedVersionError

@@ -154,6 +154,15 @@ LOAD_SNAPSHOT: Final = (
 
 DELETE_SNAPSHOT: Final = "DELETE FROM {snapshots} WHERE stream_id = %(stream_id)s"
 
+# The serialising mode of the repositories: a transaction-scoped advisory lock whose 64-bit
+# key hashes the schema and the stream id on the server (`hashtextextended`, Postgres 11+).
+# Two streams whose keys collide (or another application's lock on the same key) only
+# queue behind each other: a collision costs waiting, never correctness, because appends
+# still check the expected version. No row is locked and nothing is written.
+LOCK_STREAM: Final = (
+    "SELECT pg_advisory_xact_lock(hashtextextended({schema_name} || '/' || %(stream_id)s, 0))"
+)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Statements:
@@ -176,6 +185,7 @@ class Statements:
     save_snapshot: bytes
     load_snapshot: bytes
     delete_snapshot: bytes
+    lock_stream: bytes
 
 
 def render(schema: str) -> Statements:
@@ -184,6 +194,7 @@ def render(schema: str) -> Statements:
         "streams": sql.Identifier(schema, "streams"),
         "events": sql.Identifier(schema, "events"),
         "snapshots": sql.Identifier(schema, "snapshots"),
+        "schema_name": sql.Literal(schema),
     }
 
     def build(template: str) -> bytes:
@@ -213,4 +224,5 @@ def render(schema: str) -> Statements:
         save_snapshot=build(SAVE_SNAPSHOT),
         load_snapshot=build(LOAD_SNAPSHOT),
         delete_snapshot=build(DELETE_SNAPSHOT),
+        lock_stream=build(LOCK_STREAM),
     )

@@ -504,6 +504,20 @@ class PostgresEventStore:
             if remaining is not None:
                 remaining -= page
 
+    def lock_stream(self, stream_id: str, *, conn: ConnectionLike | None = None) -> None:
+        """Waits for the stream's lock and holds it until the transaction of ``conn`` ends.
+
+        Writers that take it before loading queue instead of conflicting: the serialising
+        mode of the repositories. It is a transaction-scoped advisory lock on a 64-bit hash
+        of the schema and stream id (a collision only makes two streams queue together).
+        """
+        if conn is None:
+            raise ConfigurationError(
+                "lock_stream needs conn=: the lock lasts until that transaction ends"
+            )
+        params = {"stream_id": _append.validate_stream_id(stream_id)}
+        self._query(conn, self._statements.lock_stream, params)
+
 
 class _ReadBounds(NamedTuple):
     stream_id: str

@@ -41,7 +41,9 @@ from eventstore import (
     applies,
     message_context,
 )
+from eventstore.aggregates import Retry, idempotent_event_ids
 from eventstore.testing import Outcome, given
+from eventstore.web import etag_for, version_from_if_match
 
 
 class Shipped(Event):
@@ -241,3 +243,26 @@ async def use_async_decider(store: AsyncEventStore) -> bool:
     result = await orders.handle("1", Ship("1"), metadata={"actor": "ann"})
     assert_type(result, DeciderResult[bool])
     return result.state
+
+
+# Repositories behind HTTP: expected versions, idempotency keys, retries, serialising.
+
+
+def use_http_repository(store: EventStore) -> int:
+    retries: list[Retry] = []
+    repo = Repository(store, Order, serialize=True, on_retry=retries.append)
+    created = repo.create("1", lambda o: None, idempotency_key="k")
+    assert_type(created, CommandResult[Order])
+    repo.update("1", lambda o: o.ship(), expected_version=1, idempotency_key="k2")
+    old: Order = repo.get("1", version=1)
+    store.lock_stream("order-1")
+    assert_type(retries[0].attempt, int)
+    return old.version + repo.retries + len(idempotent_event_ids("k", "order-1", 2))
+
+
+async def use_async_http_repository(store: AsyncEventStore) -> int | None:
+    orders = AsyncDeciderRepository(store, OrderDecider(), serialize=True)
+    result = await orders.handle("1", Ship("1"), expected_version=0, idempotency_key="k")
+    state, _ = await orders.load("1", version=1)
+    await store.lock_stream("order-1")
+    return version_from_if_match(etag_for(orders.retries)) if state and result.state else None

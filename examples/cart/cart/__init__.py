@@ -1,0 +1,1 @@
+"""An example service: shopping carts as event-sourced aggregates behind a FastAPI API."""
