@@ -147,8 +147,16 @@ class Message:
 
     @classmethod
     def from_structured(cls, body: bytes | str) -> Message:
-        """Reads a message back from the CloudEvents JSON format (`structured`)."""
-        event = json.loads(body)
+        """Reads a message back from the CloudEvents JSON format (`structured`).
+
+        Raises `InvalidArgumentError` if ``body`` is not a message in this format.
+        """
+        try:
+            event = json.loads(body)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"not a message in this toolkit's envelope: {exc}") from exc
+        if not isinstance(event, dict):
+            raise InvalidArgumentError("not a message in this toolkit's envelope: not an object")
         if "data_base64" in event:
             data = base64.b64decode(event.pop("data_base64"))
         else:

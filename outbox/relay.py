@@ -54,6 +54,7 @@ from outbox.enqueue import OutboxMessage
 from outbox.errors import TransientPublishError
 from outbox.message import Mapper, Message, message_from_event
 from outbox.publisher import Publisher
+from outbox.tracing import publishing
 
 __all__ = ["RELAY_PREFIX", "Relay", "RelayGroup", "waves"]
 
@@ -158,14 +159,19 @@ class Relay:
         return event.stream_id.startswith(self.stream_prefixes)
 
     async def publish(self, messages: Sequence[Message]) -> None:
-        """Publishes one call's messages, waiting at most ``publish_timeout`` for the broker."""
-        try:
-            async with asyncio.timeout(self.publish_timeout):
-                await self.publisher.publish(messages)
-        except TimeoutError as exc:
-            raise TransientPublishError(
-                f"no confirmation from the broker within {self.publish_timeout} s"
-            ) from exc
+        """Publishes one call's messages, waiting at most ``publish_timeout`` for the broker.
+
+        With OpenTelemetry, each message gets a publish span (see `outbox.tracing`).
+        """
+        system = getattr(self.publisher, "system", type(self.publisher).__name__)
+        with publishing(messages, relay=self.name, system=system) as sent:
+            try:
+                async with asyncio.timeout(self.publish_timeout):
+                    await self.publisher.publish(sent)
+            except TimeoutError as exc:
+                raise TransientPublishError(
+                    f"no confirmation from the broker within {self.publish_timeout} s"
+                ) from exc
 
 
 class _RelayHandler:
