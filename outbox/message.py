@@ -15,7 +15,8 @@ Every message carries the CloudEvents context attributes and this toolkit's exte
 ``globalposition``  the event's position in the log
 ``correlationid``   from the event's metadata, when set
 ``causationid``     from the event's metadata, when set
-``traceparent``     the W3C trace context of the appending request, when set
+``traceparent``     the W3C trace context of the appending request, when set (with
+                    tracing on, of the relay's publish span: see `outbox.tracing`)
 ==================  =========================================================
 
 The body (``data``) is the event's payload as JSON, at its current schema version. Each

@@ -23,6 +23,10 @@ parks it as a dead letter naming the cause, and holds its stream (later events o
 stream are parked behind it, in order) while every other stream keeps flowing. Retrying
 the dead letters publishes the held events, in order, and releases the stream.
 
+Tracing. With OpenTelemetry, each message is published in a span of its own, the child
+of the appending request's span, and carries that span's ``traceparent`` (see
+`outbox.tracing`).
+
 Narrowing down calls the handler again on parts of the batch, in the same transaction.
 The handler remembers which messages the broker confirmed in that transaction and does
 not send them again (see `_RelayHandler`): the refused message is retried, not the batch.
