@@ -4,10 +4,11 @@ With ``opentelemetry-api`` installed and a tracer provider configured (the SDK's
 other than the API's default no-op one):
 
 - the relay opens a ``publish <type>`` span (kind ``PRODUCER``) per message, the child of
-  the span that appended the event (the ``traceparent`` of the event's metadata; a new
-  trace when the event has none). The span lasts until the broker confirmed the message,
-  records a failure as an error, and the message goes out carrying the publish span's
-  ``traceparent``, so that the consumer's span follows it in the same trace;
+  (and linked to) the span that appended the event (the ``traceparent`` of the event's
+  metadata; a new trace when the event has none). The span lasts until the broker
+  confirmed the message, records a failure as an error, and the message goes out
+  carrying the publish span's ``traceparent``, so that the consumer's span follows it in
+  the same trace;
 - the consumer helpers (`outbox.consumer.apply_once` and each broker's) open a
   ``process <type>`` span (kind ``CONSUMER``), the child of the message's
   ``traceparent``, around the inbox record, the handler and the commit. It is the current
@@ -72,6 +73,12 @@ def _parent(api: _Api, traceparent: str | None) -> Any:
     return api.propagator.extract(carrier)
 
 
+def _links(api: _Api, parent: Any) -> list[Any]:
+    """Returns a link to the appending request's span, if the event named one."""
+    context = api.trace.get_current_span(parent).get_span_context()
+    return [api.trace.Link(context)] if context.is_valid else []
+
+
 def _traceparent(api: _Api, span: Any) -> str | None:
     carrier: dict[str, str] = {}
     api.propagator.inject(carrier, context=api.trace.set_span_in_context(span))
@@ -111,11 +118,13 @@ def publishing(
         return
     spans, sent = [], []
     for message in messages:
+        parent = _parent(api, message.traceparent)
         span = tracer.start_span(
             f"publish {message.type}",
-            context=_parent(api, message.traceparent),
+            context=parent,
             kind=api.trace.SpanKind.PRODUCER,
             attributes={**_attributes(message, system, "publish"), "outbox.relay": relay},
+            links=_links(api, parent),
         )
         spans.append(span)
         traceparent = _traceparent(api, span)

@@ -106,8 +106,10 @@ async def test_each_message_is_published_in_a_span_of_the_request_and_consumed_i
             assert span.parent is not None
             assert span.parent.span_id == request_context.span_id
             assert span.context.trace_id == request_context.trace_id
+            linked = [(link.context.trace_id, link.context.span_id) for link in span.links]
+            assert linked == [(request_context.trace_id, request_context.span_id)]
         else:
-            assert span.parent is None
+            assert span.parent is None and not span.links
 
     first = next(m for m in publisher.published if m.stream_id == "account-1")
     exporter.clear()
