@@ -58,7 +58,7 @@ bench-subscriptions:
 	.venv-bench/bin/python benchmarks/subscriptions.py
 
 # The outbox relay against raw nats-py and aio-pika loops, and append-to-broker latency: needs
-# NATS JetStream on 127.0.0.1:4222 and RabbitMQ on 127.0.0.1:5672 (about two minutes).
+# NATS JetStream on 127.0.0.1:4222 and RabbitMQ on 127.0.0.1:5672 (up to two minutes).
 bench-outbox: $(STAMP)
 	$(BIN)/python benchmarks/outbox.py
 
