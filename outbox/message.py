@@ -15,7 +15,8 @@ Every message carries the CloudEvents context attributes and this toolkit's exte
 ``globalposition``  the event's position in the log
 ``correlationid``   from the event's metadata, when set
 ``causationid``     from the event's metadata, when set
-``traceparent``     the W3C trace context of the appending request, when set
+``traceparent``     the W3C trace context of the appending request, when set (with
+                    tracing on, of the relay's publish span: see `outbox.tracing`)
 ==================  =========================================================
 
 The body (``data``) is the event's payload as JSON, at its current schema version. Each
@@ -147,8 +148,16 @@ class Message:
 
     @classmethod
     def from_structured(cls, body: bytes | str) -> Message:
-        """Reads a message back from the CloudEvents JSON format (`structured`)."""
-        event = json.loads(body)
+        """Reads a message back from the CloudEvents JSON format (`structured`).
+
+        Raises `InvalidArgumentError` if ``body`` is not a message in this format.
+        """
+        try:
+            event = json.loads(body)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"not a message in this toolkit's envelope: {exc}") from exc
+        if not isinstance(event, dict):
+            raise InvalidArgumentError("not a message in this toolkit's envelope: not an object")
         if "data_base64" in event:
             data = base64.b64decode(event.pop("data_base64"))
         else:

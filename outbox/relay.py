@@ -23,6 +23,10 @@ parks it as a dead letter naming the cause, and holds its stream (later events o
 stream are parked behind it, in order) while every other stream keeps flowing. Retrying
 the dead letters publishes the held events, in order, and releases the stream.
 
+Tracing. With OpenTelemetry, each message is published in a span of its own, the child
+of the appending request's span, and carries that span's ``traceparent`` (see
+`outbox.tracing`).
+
 Narrowing down calls the handler again on parts of the batch, in the same transaction.
 The handler remembers which messages the broker confirmed in that transaction and does
 not send them again (see `_RelayHandler`): the refused message is retried, not the batch.
@@ -54,6 +58,7 @@ from outbox.enqueue import OutboxMessage
 from outbox.errors import TransientPublishError
 from outbox.message import Mapper, Message, message_from_event
 from outbox.publisher import Publisher
+from outbox.tracing import publishing
 
 __all__ = ["RELAY_PREFIX", "Relay", "RelayGroup", "waves"]
 
@@ -158,14 +163,19 @@ class Relay:
         return event.stream_id.startswith(self.stream_prefixes)
 
     async def publish(self, messages: Sequence[Message]) -> None:
-        """Publishes one call's messages, waiting at most ``publish_timeout`` for the broker."""
-        try:
-            async with asyncio.timeout(self.publish_timeout):
-                await self.publisher.publish(messages)
-        except TimeoutError as exc:
-            raise TransientPublishError(
-                f"no confirmation from the broker within {self.publish_timeout} s"
-            ) from exc
+        """Publishes one call's messages, waiting at most ``publish_timeout`` for the broker.
+
+        With OpenTelemetry, each message gets a publish span (see `outbox.tracing`).
+        """
+        system = getattr(self.publisher, "system", type(self.publisher).__name__)
+        with publishing(messages, relay=self.name, system=system) as sent:
+            try:
+                async with asyncio.timeout(self.publish_timeout):
+                    await self.publisher.publish(sent)
+            except TimeoutError as exc:
+                raise TransientPublishError(
+                    f"no confirmation from the broker within {self.publish_timeout} s"
+                ) from exc
 
 
 class _RelayHandler:

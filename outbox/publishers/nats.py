@@ -11,6 +11,10 @@ A message larger than the server's ``max_payload``, or than the stream's
 timeout and a lost connection are transient. The connection does not reconnect by
 itself: after a failure the next call connects anew, so the relay's backoff paces the
 attempts and the shard's status shows the outage.
+
+`process_nats_message` is the consumer side, for a JetStream consumer: the message's
+effects and its inbox row commit in one transaction, and the message is acked only after
+that commit.
 """
 
 from __future__ import annotations
@@ -19,18 +23,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import nats
 import nats.errors
 import nats.js.errors
+import psycopg
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from eventstore.errors import InvalidArgumentError
+from eventstore.postgres.schema import DEFAULT_SCHEMA
+from outbox.consumer import Handle, apply_once, require_idle
 from outbox.errors import PermanentPublishError, PublishError, TransientPublishError
 from outbox.message import Message, binary_headers, message_from_headers
 
-__all__ = ["HEADER_PREFIX", "NatsPublisher", "message_from_nats"]
+__all__ = ["HEADER_PREFIX", "NatsPublisher", "message_from_nats", "process_nats_message"]
 
 logger = logging.getLogger("outbox.publishers.nats")
 
@@ -49,6 +57,8 @@ class NatsPublisher:
     - ``stream``: the stream the subject must land in (``Nats-Expected-Stream``), if given.
     - ``timeout``: seconds to wait for an ack; ``connect_timeout`` to connect.
     """
+
+    system: ClassVar[str] = "nats"
 
     def __init__(
         self,
@@ -173,3 +183,40 @@ def message_from_nats(msg: Any) -> Message:
     """Returns the message a NATS message carries (published by `NatsPublisher`)."""
     headers = dict(msg.headers or {})
     return message_from_headers(headers, HEADER_PREFIX, msg.data, headers.get("Content-Type"))
+
+
+async def process_nats_message(
+    msg: Any,
+    conn: psycopg.AsyncConnection[Any],
+    consumer: str,
+    handle: Handle,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+) -> bool:
+    """Applies a JetStream message at most once, then acks it; returns whether it was new.
+
+    ``msg`` is a ``nats.aio.msg.Msg`` of a JetStream consumer (push or pull). In one
+    transaction on ``conn`` (which must have none open), the message id is recorded in
+    the inbox for ``consumer`` and, if it was not there, ``handle(message, conn)``
+    applies the effects (`outbox.consumer.apply_once`); the message is acked only after
+    the commit, a redelivered one without applying it again. If ``handle`` raises, the
+    transaction rolls back, the message is nak'ed (JetStream redelivers it) and the
+    error propagates. A message that is not in this toolkit's envelope is terminated
+    (never redelivered) and raises `InvalidArgumentError`.
+    """
+    require_idle(conn)
+    try:
+        message = message_from_nats(msg)
+    except InvalidArgumentError:
+        await msg.term()
+        raise
+    try:
+        fresh = await apply_once(
+            message, conn, consumer, handle, system=NatsPublisher.system, schema=schema
+        )
+    except BaseException:
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await msg.nak()
+        raise
+    await msg.ack()
+    return fresh

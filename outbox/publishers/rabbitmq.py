@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Final
 
 import aio_pika
 import aiormq
@@ -27,9 +27,9 @@ import psycopg
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aio_pika.abc import AbstractIncomingMessage as Delivery
 
-from eventstore.errors import ConfigurationError, InvalidArgumentError
+from eventstore.errors import InvalidArgumentError
 from eventstore.postgres.schema import DEFAULT_SCHEMA
-from outbox import inbox
+from outbox.consumer import Handle, apply_once, require_idle
 from outbox.errors import PermanentPublishError, PublishError, TransientPublishError
 from outbox.message import Message, binary_headers, message_from_headers
 
@@ -65,6 +65,8 @@ class RabbitMQPublisher:
       permanent failure of that message.
     - ``timeout``: seconds to wait for a confirmation, ``connect_timeout`` to connect.
     """
+
+    system: ClassVar[str] = "rabbitmq"
 
     def __init__(
         self,
@@ -226,9 +228,6 @@ def message_from_delivery(delivery: Delivery) -> Message:
     )
 
 
-Handle = Callable[[Message, "psycopg.AsyncConnection[Any]"], Awaitable[None]]
-
-
 async def process_delivery(
     delivery: Delivery,
     conn: psycopg.AsyncConnection[Any],
@@ -241,26 +240,23 @@ async def process_delivery(
 
     In one transaction on ``conn`` (which must have none open), the message id is
     recorded in the inbox for ``consumer`` and, if it was not there, ``handle(message,
-    conn)`` applies the effects; the delivery is acked only after the commit. If
-    ``handle`` raises, the transaction rolls back, the delivery is rejected back to the
-    queue (``requeue``) and the error propagates. A delivery that is not in this
-    toolkit's envelope is rejected without requeueing (to a dead-letter exchange, if the
-    queue has one).
+    conn)`` applies the effects (`outbox.consumer.apply_once`); the delivery is acked
+    only after the commit, a redelivered one without applying it again. If ``handle``
+    raises, the transaction rolls back, the delivery is rejected back to the queue
+    (``requeue``) and the error propagates. A delivery that is not in this toolkit's
+    envelope is rejected without requeueing (to a dead-letter exchange, if the queue has
+    one) and raises `InvalidArgumentError`.
     """
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        raise ConfigurationError(
-            "process_delivery needs a connection with no open transaction: the ack must "
-            "come after the commit of the effects"
-        )
+    require_idle(conn)
     try:
         message = message_from_delivery(delivery)
     except InvalidArgumentError:
         await delivery.reject(requeue=False)
         raise
     try:
-        async with inbox.processing(conn, consumer, message.id, schema=schema) as fresh:
-            if fresh:
-                await handle(message, conn)
+        fresh = await apply_once(
+            message, conn, consumer, handle, system=RabbitMQPublisher.system, schema=schema
+        )
     except BaseException:
         with contextlib.suppress(*_CONNECTION_ERRORS):
             await delivery.nack(requeue=True)

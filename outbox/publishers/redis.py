@@ -10,6 +10,10 @@ confirmation. How durable a confirmed entry is depends on the server's persisten
 or a timeout is transient, and so are the replies of a server that cannot write now
 (``OOM``, ``LOADING``, ``READONLY``, ...); any other error reply (``WRONGTYPE``: the key is
 not a stream) is a permanent refusal of that message.
+
+`process_entry` is the consumer side, for a consumer group (``XREADGROUP``): the entry's
+effects and its inbox row commit in one transaction, and the entry is acknowledged
+(``XACK``) only after that commit.
 """
 
 from __future__ import annotations
@@ -17,17 +21,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
+import psycopg
 import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from eventstore.errors import InvalidArgumentError
+from eventstore.postgres.schema import DEFAULT_SCHEMA
+from outbox.consumer import Handle, apply_once, require_idle
 from outbox.errors import PermanentPublishError, PublishError, TransientPublishError
 from outbox.message import Message, message_from_headers
 
-__all__ = ["RedisPublisher", "message_from_entry"]
+__all__ = ["RedisPublisher", "message_from_entry", "process_entry"]
 
 Key = str | Callable[[Message], str]
 # Error replies of a server that cannot take writes now, by their first word.
@@ -43,6 +51,8 @@ class RedisPublisher:
     - ``maxlen``: trim each stream to about this many entries (None: never trim).
     - ``timeout``: seconds to wait for Redis's reply; ``connect_timeout`` to connect.
     """
+
+    system: ClassVar[str] = "redis"
 
     def __init__(
         self,
@@ -132,6 +142,8 @@ def _describe(error: BaseException) -> str:
 def message_from_entry(fields: Mapping[Any, Any]) -> Message:
     """Returns the message a stream entry holds (written by `RedisPublisher`)."""
     text = {_text(k): v for k, v in fields.items()}
+    if "data" not in text:
+        raise InvalidArgumentError("not a message in this toolkit's envelope: no data field")
     data = text.pop("data")
     content_type = text.pop("datacontenttype", None)
     body = data if isinstance(data, bytes) else _text(data).encode()
@@ -142,3 +154,41 @@ def message_from_entry(fields: Mapping[Any, Any]) -> Message:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def process_entry(
+    client: redis.asyncio.Redis,
+    stream: str,
+    group: str,
+    entry: tuple[Any, Mapping[Any, Any]],
+    conn: psycopg.AsyncConnection[Any],
+    consumer: str,
+    handle: Handle,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+) -> bool:
+    """Applies a stream entry at most once, then ``XACK`` s it; returns whether it was new.
+
+    ``entry`` is an ``(entry id, fields)`` pair as ``XREADGROUP`` (or ``XAUTOCLAIM``)
+    returns it for consumer group ``group`` of ``stream``. In one transaction on
+    ``conn`` (which must have none open), the message id is recorded in the inbox for
+    ``consumer`` and, if it was not there, ``handle(message, conn)`` applies the effects
+    (`outbox.consumer.apply_once`); the entry is acknowledged only after the commit, a
+    redelivered one without applying it again. If ``handle`` raises, the transaction
+    rolls back, the entry stays pending (``XAUTOCLAIM`` or a read of the pending list
+    gets it again) and the error propagates. An entry that is not in this toolkit's
+    envelope is acknowledged (it stays in the stream, ``XRANGE`` shows it) and raises
+    `InvalidArgumentError`.
+    """
+    require_idle(conn)
+    entry_id, fields = entry
+    try:
+        message = message_from_entry(fields)
+    except InvalidArgumentError:
+        await client.xack(stream, group, entry_id)
+        raise
+    fresh = await apply_once(
+        message, conn, consumer, handle, system=RedisPublisher.system, schema=schema
+    )
+    await client.xack(stream, group, entry_id)
+    return fresh

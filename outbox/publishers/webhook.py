@@ -12,6 +12,9 @@ A 2xx answer confirms the message. A 4xx is a permanent refusal of that message 
 receiver will not take it as it is), except 408, 425 and 429, which ask to come back
 later; a 5xx, a 3xx (redirects are not followed), a timeout and a connection error are
 transient.
+
+`process_webhook` is the receiver's side: it verifies the signature, and the message's
+effects and its inbox row commit in one transaction before the receiver answers 2xx.
 """
 
 from __future__ import annotations
@@ -20,15 +23,19 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final
+from typing import Any, ClassVar, Final
 
 import httpx
+import psycopg
 import standardwebhooks
 
+from eventstore.errors import InvalidArgumentError
+from eventstore.postgres.schema import DEFAULT_SCHEMA
+from outbox.consumer import Handle, apply_once, require_idle
 from outbox.errors import PermanentPublishError, PublishError, TransientPublishError
 from outbox.message import Message
 
-__all__ = ["CONTENT_TYPE", "WebhookPublisher"]
+__all__ = ["CONTENT_TYPE", "WebhookPublisher", "process_webhook"]
 
 CONTENT_TYPE: Final = "application/cloudevents+json; charset=utf-8"
 # Client errors that mean "not now" rather than "never".
@@ -46,6 +53,8 @@ class WebhookPublisher:
     - ``transport``: an httpx transport (``httpx.MockTransport`` in tests), if not the
       network's.
     """
+
+    system: ClassVar[str] = "webhook"
 
     def __init__(
         self,
@@ -133,3 +142,38 @@ def _check(message: Message, url: str, response: httpx.Response) -> None:
     if 400 <= status < 500 and status not in _RETRY_LATER:
         raise PermanentPublishError(message, answer)
     raise TransientPublishError(answer)
+
+
+async def process_webhook(
+    body: bytes,
+    headers: Mapping[str, str],
+    conn: psycopg.AsyncConnection[Any],
+    consumer: str,
+    handle: Handle,
+    *,
+    secret: str | bytes,
+    schema: str = DEFAULT_SCHEMA,
+) -> bool:
+    """Verifies and applies a received webhook at most once; returns whether it was new.
+
+    ``body`` and ``headers`` are the request's (as your web framework gives them);
+    ``secret`` is the one the publisher signs with. A request whose Standard Webhooks
+    signature does not verify (or is too old), or whose body is not a message in this
+    toolkit's envelope, raises `InvalidArgumentError`: answer 4xx, the sender will not
+    retry it. Otherwise, in one transaction on ``conn`` (which must have none open), the
+    message id is recorded in the inbox for ``consumer`` and, if it was not there,
+    ``handle(message, conn)`` applies the effects (`outbox.consumer.apply_once`). Answer
+    2xx once this returns (after the commit; a redelivery returns False, answer 2xx too),
+    5xx if it raised anything else: the sender retries.
+    """
+    require_idle(conn)
+    try:
+        standardwebhooks.Webhook(secret).verify(body, dict(headers), json_parse=False)
+    except standardwebhooks.WebhookVerificationError as exc:
+        raise InvalidArgumentError(f"webhook signature: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidArgumentError(f"webhook body is not UTF-8: {exc}") from exc
+    message = Message.from_structured(body)
+    return await apply_once(
+        message, conn, consumer, handle, system=WebhookPublisher.system, schema=schema
+    )

@@ -258,3 +258,53 @@ async def test_a_relay_reset_to_the_start_publishes_every_event_again(
         with SubscriptionStore(url, registry=registry) as steering:
             steering.reset("relay:again", to_end=False)
     assert sorted(Counter(m.id for m in publisher.published).values()) == [2] * 6
+
+
+def status_row(output: str, first: str) -> dict[str, str]:
+    """Returns the row of a status table whose first column is ``first``, by header."""
+    lines = output.splitlines()
+    header = lines[0].replace("oldest s", "oldest_s").replace("lag s", "lag_s").split()
+    row = next(line.split() for line in lines[1:] if line.split()[:1] == [first])
+    return dict(zip(header, row, strict=False))
+
+
+async def test_status_shows_lag_the_oldest_unpublished_event_held_streams_and_dead_letters(
+    eventstore_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = eventstore_database_url
+    registry = make_registry()
+    with PostgresEventStore(url, registry=registry) as store:
+        for n in range(1, 6):
+            for stream in ("bad-1", "bad-2", "good-1"):
+                store.append(stream, Deposited(amount=n))
+
+    def refuse(message: Message) -> str | None:
+        return (
+            "unroutable"
+            if message.stream_id.startswith("bad-") and message.stream_version == 4
+            else None
+        )
+
+    group = RelayGroup(
+        registry, (Relay("shown", RecordingPublisher(refuse), source="/b", retries=1),)
+    )
+    async with running(url, group) as subscriptions:
+        await subscriptions.wait_until_caught_up("relay:shown", timeout=20)
+    for n in range(3):
+        append(url, registry, "good-1", Deposited(amount=n))
+    capsys.readouterr()
+    args = ["relay", "status", "--url", url]
+    assert await asyncio.to_thread(eventstore_main, args) == 0
+    row = status_row(capsys.readouterr().out, "shown")
+    assert (row["lag"], row["held"], row["dead"], row["status"]) == ("3", "2", "4", "running")
+    with SubscriptionStore(url, registry=registry) as steering:
+        (shard,) = steering.status("relay:shown")
+    with PostgresEventStore(url, registry=registry) as store:
+        oldest_unpublished = list(store.read_stream("good-1"))[5]  # the first of the three
+    assert shard.oldest_unhandled_at == oldest_unpublished.recorded_at
+    assert shard.lag_seconds >= 0.0 and float(row["oldest_s"]) >= 0.0
+    args = ["subscriptions", "status", "--url", url]
+    assert await asyncio.to_thread(eventstore_main, args) == 0
+    row = status_row(capsys.readouterr().out, "relay:shown")
+    assert (row["lag"], row["dead"]) == ("3", "4")
+    assert float(row["lag_s"]) >= 0.0
