@@ -261,11 +261,12 @@ class AsyncPostgresEventStore:
         query: bytes,
         params: Mapping[str, Any],
         rows: bool = True,
+        binary: bool = False,
     ) -> list[tuple[Any, ...]]:
         try:
             # The caller's connection may have another row factory (dict_row, ...).
             async with conn.cursor(row_factory=tuple_row) as cur:
-                await cur.execute(query, params)
+                await cur.execute(query, params, binary=binary)
                 return await cur.fetchall() if rows else []
         except psycopg.Error as exc:
             failure = _translated(exc, params.get("stream_id"))
@@ -313,7 +314,8 @@ class AsyncPostgresEventStore:
         self, conn: psycopg.AsyncConnection[Any], plan: AppendPlan, *, own: bool
     ) -> AppendResult:
         try:
-            rows = await self._fetch(conn, self._append_statement(plan), plan.params())
+            # Binary results: three bigints load for half the client time of text.
+            rows = await self._fetch(conn, self._append_statement(plan), plan.params(), binary=True)
         except DuplicateEventIdError as exc:
             # The ids are stored already: by a concurrent retry that won the race, or
             # elsewhere. In a caller's transaction the transaction is aborted, so the
