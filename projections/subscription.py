@@ -11,6 +11,9 @@ Each batch first reads the version's status row in the batch transaction (``FOR 
 
 A switch updates these rows; the shared lock makes it wait for the batches in flight, and
 the batches after it see the new status, so ``replay`` flips exactly at the switch.
+
+The same statement reads the version's inline window (see `projections.inline_async`): the
+events of transactions that applied them inline are skipped, the others are handled.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
+from eventstore.events import Event, RecordedEvent
 from eventstore.postgres.connections import unwrap_async_connection, unwrap_connection
 from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.subscriptions import Batch, RetryLater, Subscription, SubscriptionGroup
 from projections import sql
 from projections.projection import AnyProjection, AsyncProjection, Projection, ProjectionGroup
+from projections.records import InlineWindow
 
 __all__ = ["subscription_for", "subscription_group"]
 
@@ -75,6 +80,16 @@ def _replay(batch: Batch[Any], status: str | None, projection: AnyProjection) ->
     )
 
 
+def _not_inline(
+    events: tuple[RecordedEvent[Event], ...], since: str | None, until: str | None
+) -> tuple[RecordedEvent[Event], ...]:
+    """Returns the batch's events that no transaction applied inline."""
+    window = InlineWindow.of(since, until)
+    if window is None:
+        return events
+    return tuple(e for e in events if not window.applied_inline(e.transaction_id))
+
+
 class _SyncHandler:
     """Calls a `Projection` with each batch, after reading its version's status."""
 
@@ -89,7 +104,10 @@ class _SyncHandler:
             cur.execute(self.statement, self.params)
             row = cur.fetchone()
         replay = _replay(batch, None if row is None else str(row[0]), self.projection)
-        self.projection.handle_batch(batch.events, conn, replay=replay)
+        assert row is not None
+        events = _not_inline(batch.events, row[1], row[2])
+        if events:
+            self.projection.handle_batch(events, conn, replay=replay)
 
 
 class _AsyncHandler:
@@ -106,4 +124,7 @@ class _AsyncHandler:
             await cur.execute(self.statement, self.params)
             row = await cur.fetchone()
         replay = _replay(batch, None if row is None else str(row[0]), self.projection)
-        await self.projection.handle_batch(batch.events, conn, replay=replay)
+        assert row is not None
+        events = _not_inline(batch.events, row[1], row[2])
+        if events:
+            await self.projection.handle_batch(events, conn, replay=replay)
