@@ -143,7 +143,7 @@ async def _rebuild(args: argparse.Namespace, group: ProjectionGroup, url: str) -
                 "a rebuild builds a new version beside the live one: "
                 + ("bump the version" if live else "run the daemon, the first version goes live"),
             )
-        prepared = await manager.prepare(projection)
+        prepared = await manager.prepare(projection, start=_start(args.start))
         stop = asyncio.Event()
         install_signal_handlers(stop)
         daemon = ProjectionDaemon(group, url=url, schema=args.schema, auto_switch=False)
@@ -156,6 +156,13 @@ async def _rebuild(args: argparse.Namespace, group: ProjectionGroup, url: str) -
             await running
     _summary(prepared, progress, switched)
     return EXIT_OK
+
+
+def _start(given: str | None) -> str | int | None:
+    """Returns ``--from``: a global position (digits) or a read_all token."""
+    if given is None:
+        return None
+    return int(given) if given.isdigit() else given
 
 
 async def _follow(
@@ -354,6 +361,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rebuild.add_argument("--target", required=True, help="module:name of a ProjectionGroup")
     rebuild.add_argument("--version", type=int, default=None, help="default: the highest")
     rebuild.add_argument("--no-switch", action="store_true", help="leave it building")
+    rebuild.add_argument(
+        "--from",
+        dest="start",
+        default=None,
+        metavar="POSITION_OR_TOKEN",
+        help="build from a global position or a read_all token, not the start of the log",
+    )
     rebuild.add_argument("--timeout", type=float, default=24 * 3600.0)
     rebuild.set_defaults(handler=cmd_rebuild)
     status = add("status", "versions with lag and dead letters")
