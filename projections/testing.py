@@ -195,7 +195,7 @@ class ProjectionScenario:
             wanted: list[Any] = sorted(tuple(r) for r in expected)
         else:
             got = sorted(rows, key=repr)
-            wanted = sorted((dict(r) for r in expected), key=repr)  # type: ignore[arg-type]
+            wanted = sorted((dict(r) for r in expected), key=repr)
         if got != wanted:
             raise AssertionError(
                 f"{self.projection.name} v{self.projection.version} {table}: "
