@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-unit lint docs bench bench-aggregates bench-subscriptions generate clean
+.PHONY: demo test test-unit lint docs bench bench-aggregates bench-subscriptions bench-projections generate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -56,6 +56,13 @@ bench-subscriptions:
 	$(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/python -m pip install -q -e . -r benchmarks/requirements-aggregates.txt
 	.venv-bench/bin/python benchmarks/subscriptions.py
+
+# A projection rebuild against raw psycopg and `eventsourcing`'s projection runner, in the
+# same environment (about two minutes: see benchmarks/README.md).
+bench-projections:
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install -q -e . -r benchmarks/requirements-aggregates.txt
+	.venv-bench/bin/python benchmarks/projections.py
 
 generate: $(STAMP)
 	$(BIN)/python tools/async_to_sync.py

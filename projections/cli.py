@@ -1,4 +1,4 @@
-"""The ``eventstore projections`` commands: run, rebuild, status, list, switch, drop.
+"""The ``eventstore projections`` commands: run, rebuild, status, list, switch, mode, drop.
 
 Registered through the ``eventstore.cli`` entry-point group (``register``), so the
 ``eventstore`` command never imports this package itself.
@@ -322,6 +322,16 @@ def cmd_switch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_mode(args: argparse.Namespace) -> int:
+    store, manager = _manager(args)
+    with store:
+        if args.mode is not None:
+            manager.set_mode(args.name, args.mode, timeout=args.timeout)
+        mode = manager.mode(args.name)
+    print(f"{args.name}: {mode}")
+    return EXIT_OK
+
+
 def cmd_drop(args: argparse.Namespace) -> int:
     store, manager = _manager(args)
     with store:
@@ -381,6 +391,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     switch.add_argument("--version", type=int, default=None, help="default: the highest building")
     switch.add_argument("--timeout", type=float, default=30.0)
     switch.set_defaults(handler=cmd_switch)
+    mode = add("mode", "show, or switch, how the live version is applied: inline or daemon")
+    mode.add_argument("name")
+    mode.add_argument("mode", nargs="?", choices=("inline", "daemon"), default=None)
+    mode.add_argument("--timeout", type=float, default=30.0)
+    mode.set_defaults(handler=cmd_mode)
     drop = add("drop", "drop a retired version's tables and checkpoints")
     drop.add_argument("name")
     drop.add_argument("--version", type=int, required=True)
