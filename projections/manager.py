@@ -206,8 +206,7 @@ class ProjectionManager:
         if isinstance(start, int):
             if start < 0:
                 raise ConfigurationError("start: a global position is >= 0")
-            now = PgSnapshot.parse((self._rows(conn, self._sql.current_snapshot))[0][0])
-            window = Window(NOTHING_SEEN, now, start)
+            window = Window(NOTHING_SEEN, self._snapshot(conn), start)
         else:
             window = Window.from_token(start)
         params |= {
@@ -383,7 +382,10 @@ class ProjectionManager:
     # Inline mode.
 
     def _snapshot(self, conn: Conn) -> PgSnapshot:
-        return PgSnapshot.parse((self._rows(conn, self._sql.current_snapshot))[0][0])
+        """Returns the current snapshot as other sessions see it: with this transaction
+        (which holds a row lock, so has an id) still running."""
+        text, own = (self._rows(conn, self._sql.current_snapshot))[0]
+        return _running(PgSnapshot.parse(text), None if own is None else int(own))
 
     def _window(self, conn: Conn, name: str, version: int) -> InlineWindow | None:
         rows = self._rows(conn, self._sql.mode_of, {"name": name, "version": version})
@@ -618,6 +620,13 @@ class ProjectionManager:
                 sleep(0.05)
         remaining = max(0.0, deadline - time.monotonic())
         self.subscriptions.wait_until_caught_up(subscription_name(name, version), timeout=remaining)
+
+
+def _running(snapshot: PgSnapshot, xid: int | None) -> PgSnapshot:
+    """Returns ``snapshot`` with transaction ``xid`` in progress (as it is, for the others)."""
+    if xid is None or not snapshot.visible(xid):
+        return snapshot
+    return PgSnapshot(min(snapshot.xmin, xid), snapshot.xmax, tuple(sorted({*snapshot.xip, xid})))
 
 
 def _switch_target(

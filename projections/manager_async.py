@@ -204,8 +204,7 @@ class AsyncProjectionManager:
         if isinstance(start, int):
             if start < 0:
                 raise ConfigurationError("start: a global position is >= 0")
-            now = PgSnapshot.parse((await self._rows(conn, self._sql.current_snapshot))[0][0])
-            window = Window(NOTHING_SEEN, now, start)
+            window = Window(NOTHING_SEEN, await self._snapshot(conn), start)
         else:
             window = Window.from_token(start)
         params |= {
@@ -389,7 +388,10 @@ class AsyncProjectionManager:
     # Inline mode.
 
     async def _snapshot(self, conn: Conn) -> PgSnapshot:
-        return PgSnapshot.parse((await self._rows(conn, self._sql.current_snapshot))[0][0])
+        """Returns the current snapshot as other sessions see it: with this transaction
+        (which holds a row lock, so has an id) still running."""
+        text, own = (await self._rows(conn, self._sql.current_snapshot))[0]
+        return _running(PgSnapshot.parse(text), None if own is None else int(own))
 
     async def _window(self, conn: Conn, name: str, version: int) -> InlineWindow | None:
         rows = await self._rows(conn, self._sql.mode_of, {"name": name, "version": version})
@@ -626,6 +628,13 @@ class AsyncProjectionManager:
         await self.subscriptions.wait_until_caught_up(
             subscription_name(name, version), timeout=remaining
         )
+
+
+def _running(snapshot: PgSnapshot, xid: int | None) -> PgSnapshot:
+    """Returns ``snapshot`` with transaction ``xid`` in progress (as it is, for the others)."""
+    if xid is None or not snapshot.visible(xid):
+        return snapshot
+    return PgSnapshot(min(snapshot.xmin, xid), snapshot.xmax, tuple(sorted({*snapshot.xip, xid})))
 
 
 def _switch_target(

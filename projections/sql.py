@@ -137,7 +137,11 @@ CREATE_CHECKPOINTS_AT: Final = (
     "FROM generate_series(0, %(shards)s - 1) AS s ON CONFLICT (name, shard) DO NOTHING"
 )
 HAS_CHECKPOINTS: Final = "SELECT count(*) FROM {checkpoints} WHERE name = %(subscription)s"
-CURRENT_SNAPSHOT: Final = "SELECT pg_current_snapshot()::text"
+# The snapshot, and this transaction's own id: a snapshot shows its own transaction as
+# finished when later ones finished first, where every other session sees it running.
+CURRENT_SNAPSHOT: Final = (
+    "SELECT pg_current_snapshot()::text, pg_current_xact_id_if_assigned()::text::bigint"
+)
 
 # The subscription engine has no statement that forgets a subscription, so dropping a
 # version deletes its rows from the engine's tables here (see the package docstring).

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from eventstore import ConfigurationError, PostgresEventStore, WrongExpectedVersionError
 from eventstore.postgres.connections import sqlalchemy_url
+from eventstore.subscriptions.window import PgSnapshot
 from projections import (
     AsyncProjectionManager,
     InlineProjections,
@@ -24,6 +25,7 @@ from projections import (
     ProjectionStateError,
     apply_inline,
 )
+from projections.manager_async import _running
 from tests.projections.app import Tally, TallyV2, read_model, replay_of_log
 from tests.projections.support import REGISTRY, append_ticks, eventually, query, running
 from tests.reliability.subscriber_app import Ticked
@@ -161,9 +163,17 @@ async def test_sixteen_concurrent_inline_writers_leave_the_read_model_equal_to_a
     assert read_model(url) == replay_of_log(url)
 
 
+@pytest.mark.parametrize("delay", ["0", "0.01-0.03"])
 async def test_switching_modes_under_concurrent_appends_applies_each_event_once_in_order(
-    url: str, engine: sa.Engine, store: PostgresEventStore
+    url: str,
+    engine: sa.Engine,
+    store: PostgresEventStore,
+    delay: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # With a delay, each batch (and each inline application) holds its transaction open a
+    # while: the daemon lags, so a switch to inline finds events it has still to apply.
+    monkeypatch.setenv("PROJECTION_HANDLER_DELAY", delay)
     writers = Writers(engine, store, streams=6)
     async with running(url, Tally()) as manager:
         await manager.wait_until_caught_up(Tally, timeout=20)  # prepared, running
@@ -250,3 +260,15 @@ def test_a_repeated_append_applies_nothing_again(
     assert read_model(url)["again-1"][0] == 1
     with pytest.raises(WrongExpectedVersionError), engine.begin() as conn:
         inline.append("again-1", tick(2), conn=conn, expected_version=0)
+
+
+def test_a_switch_counts_its_own_transaction_as_running() -> None:
+    # pg_current_snapshot() shows its own transaction finished when a later one finished
+    # first; the daemon sees it running until it commits, so a switch waiting for the
+    # daemon to cover that snapshot would wait for itself.
+    seen = PgSnapshot(100, 110, (104,))
+    assert _running(seen, 107) == PgSnapshot(100, 110, (104, 107))
+    assert _running(seen, 95) == PgSnapshot(95, 110, (95, 104))
+    assert _running(seen, 110) == seen  # at xmax: already running
+    assert _running(seen, 104) == seen
+    assert _running(seen, None) == seen
