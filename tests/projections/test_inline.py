@@ -14,16 +14,28 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from eventstore import ConfigurationError, PostgresEventStore, WrongExpectedVersionError
+from eventstore import (
+    AsyncPostgresEventStore,
+    ConfigurationError,
+    PostgresEventStore,
+    RecordedEvent,
+    WrongExpectedVersionError,
+)
 from eventstore.postgres.connections import sqlalchemy_url
 from eventstore.subscriptions.window import PgSnapshot
 from projections import (
+    AsyncInlineProjections,
+    AsyncProjection,
     AsyncProjectionManager,
     InlineProjections,
     ProjectionNotFoundError,
     ProjectionStateError,
     apply_inline,
+    apply_inline_async,
+    handles,
 )
 from projections.manager_async import _running
 from tests.projections.app import Tally, TallyV2, read_model, replay_of_log
@@ -272,3 +284,57 @@ def test_a_switch_counts_its_own_transaction_as_running() -> None:
     assert _running(seen, 110) == seen  # at xmax: already running
     assert _running(seen, 104) == seen
     assert _running(seen, None) == seen
+
+
+seen_async = sa.Table(
+    "seen_async",
+    sa.MetaData(schema="read_models"),
+    sa.Column("stream_id", sa.Text, primary_key=True),
+    sa.Column("events", sa.BigInteger, nullable=False),
+)
+
+
+class SeenAsync(AsyncProjection):
+    """Counts each stream's events, with a coroutine handler on an async connection."""
+
+    name = "seen-async"
+    tables = (seen_async,)
+
+    @handles
+    async def ticked(self, event: RecordedEvent[Ticked], conn: AsyncConnection) -> None:
+        table = self.table("seen_async")
+        row = insert(table).values(stream_id=event.stream_id, events=1)
+        await conn.execute(
+            row.on_conflict_do_update(
+                index_elements=[table.c.stream_id], set_={"events": table.c.events + 1}
+            )
+        )
+
+
+async def test_an_async_projection_applies_inline_on_an_async_connection(url: str) -> None:
+    engine = create_async_engine(sqlalchemy_url(url))
+    count = sa.select(seen_async.c.events).where(seen_async.c.stream_id == "a-1")
+    try:
+        async with running(url, SeenAsync()) as manager:
+            await manager.wait_until_caught_up(SeenAsync, timeout=20)
+            await manager.set_mode(SeenAsync, "inline", timeout=20)
+        async with AsyncPostgresEventStore(url, registry=REGISTRY) as store:
+            inline = AsyncInlineProjections(store, [SeenAsync()])
+            async with engine.connect() as conn:
+                await inline.append("a-1", [tick(1), tick(2)], conn=conn)
+                assert (await conn.execute(count)).scalar() == 2  # its own write
+                await conn.rollback()
+                assert (await conn.execute(count)).scalar() is None
+            async with engine.begin() as conn:
+                result = await inline.append("a-1", tick(3), conn=conn)
+                events = [e async for e in store.read_stream("a-1", conn=conn)]
+                assert await apply_inline_async(SeenAsync(), events[:0], conn) is True
+        async with engine.connect() as conn:
+            assert (await conn.execute(count)).scalar() == 1
+        async with running(url, SeenAsync()) as manager:
+            await manager.wait_for(SeenAsync, result, timeout=0.5)
+            await manager.wait_until_caught_up(SeenAsync, timeout=20)
+        async with engine.connect() as conn:
+            assert (await conn.execute(count)).scalar() == 1  # the daemon skipped it
+    finally:
+        await engine.dispose()
