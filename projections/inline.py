@@ -88,6 +88,10 @@ class InlineProjections:
     by `apply_inline` of each projection to the appended events, on ``conn``; the caller
     commits (or rolls back) both. A repeated append (the same event ids again) applies
     nothing: the first one did.
+
+    Where the table of inline windows does not exist (a role that may not create it, see
+    `AsyncProjectionManager.set_mode`), nothing is inline: appends apply nothing, and look
+    for the table again (in a savepoint) until it is there.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class InlineProjections:
         self.store = store
         self.projections = tuple(projections)
         self.schema = schema
+        self._modes_seen = False
 
     def append(
         self, stream_id: str, events: Sequence[Event] | Event, *, conn: Any, **options: Any
@@ -120,5 +125,16 @@ class InlineProjections:
                 result.stream_id, from_version=result.first_version, limit=count, conn=conn
             )
         ]
+        if not self._modes_seen and not self._modes_exist(conn):
+            return
         for projection in self.projections:
             apply_inline(projection, recorded, conn, schema=self.schema)
+
+    def _modes_exist(self, conn: Any) -> bool:
+        raw: psycopg.Connection[Any] = unwrap_connection(conn)
+        statement = sql.render(self.schema).modes_exist
+        with raw.cursor(row_factory=tuple_row) as cur:
+            cur.execute(statement, {"table": sql.modes_table(self.schema)})
+            row = cur.fetchone()
+        self._modes_seen = bool(row and row[0])
+        return self._modes_seen

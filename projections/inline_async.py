@@ -86,6 +86,10 @@ class AsyncInlineProjections:
     by `apply_inline` of each projection to the appended events, on ``conn``; the caller
     commits (or rolls back) both. A repeated append (the same event ids again) applies
     nothing: the first one did.
+
+    Where the table of inline windows does not exist (a role that may not create it, see
+    `AsyncProjectionManager.set_mode`), nothing is inline: appends apply nothing, and look
+    for the table again (in a savepoint) until it is there.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class AsyncInlineProjections:
         self.store = store
         self.projections = tuple(projections)
         self.schema = schema
+        self._modes_seen = False
 
     async def append(
         self, stream_id: str, events: Sequence[Event] | Event, *, conn: Any, **options: Any
@@ -118,5 +123,16 @@ class AsyncInlineProjections:
                 result.stream_id, from_version=result.first_version, limit=count, conn=conn
             )
         ]
+        if not self._modes_seen and not await self._modes_exist(conn):
+            return
         for projection in self.projections:
             await apply_inline(projection, recorded, conn, schema=self.schema)
+
+    async def _modes_exist(self, conn: Any) -> bool:
+        raw: psycopg.AsyncConnection[Any] = await unwrap_async_connection(conn)
+        statement = sql.render(self.schema).modes_exist
+        async with raw.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(statement, {"table": sql.modes_table(self.schema)})
+            row = await cur.fetchone()
+        self._modes_seen = bool(row and row[0])
+        return self._modes_seen

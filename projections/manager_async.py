@@ -27,6 +27,7 @@ is paused, so its runners stop asking.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -60,6 +61,8 @@ from projections.records import (
 )
 
 __all__ = ["AsyncProjectionManager"]
+
+logger = logging.getLogger("projections")
 
 Conn = psycopg.AsyncConnection[Any]
 ProjectionRef = AnyProjection | type[AnyProjection] | str
@@ -159,7 +162,7 @@ class AsyncProjectionManager:
         to put there (in the same transaction as ``prepare``, or before the daemon runs).
         """
         name, version = projection.name, projection.version
-        await self._ensure_modes_table()
+        modes = await self._ensure_modes_table()
         async with self.subscriptions.transaction() as conn:
             rows = await self._lock(conn, name)
             live = next((r for r in rows if r.status == "live"), None)
@@ -176,7 +179,9 @@ class AsyncProjectionManager:
                 status = "live" if live is None else "building"
                 params = {"name": name, "version": version, "status": status}
                 await self._rows(conn, self._sql.register_version, params)
-            await self._rows(conn, self._sql.register_mode, {"name": name, "version": version})
+            if modes:
+                params = {"name": name, "version": version}
+                await self._rows(conn, self._sql.register_mode, params)
             if start is not None:
                 await self._start_at(conn, projection, start)
             if (own is None and live is None) or (own is not None and own.status == "live"):
@@ -184,14 +189,35 @@ class AsyncProjectionManager:
             rows = await self._lock(conn, name)
         return next(r for r in rows if r.version == version)
 
-    async def _ensure_modes_table(self) -> None:
-        """Creates the table of inline windows when it does not exist (see `sql`)."""
+    async def _ensure_modes_table(self, *, required: bool = False) -> bool:
+        """Creates the table of inline windows when it does not exist (see `sql`).
+
+        A role that may not create it (an application role given only `eventstore
+        grants`) runs every projection in daemon mode without it: returns False, or raises
+        `ProjectionError` with the statement to run when ``required``.
+        """
         table = sql.modes_table(self.schema)
-        async with self.subscriptions.transaction() as conn:
-            if (await self._rows(conn, self._sql.modes_exist, {"table": table}))[0][0]:
-                return
-            await self._rows(conn, self._sql.lock_modes_ddl, sql.lock_params(""))
-            await self._rows(conn, self._sql.create_modes)
+        try:
+            async with self.subscriptions.transaction() as conn:
+                if (await self._rows(conn, self._sql.modes_exist, {"table": table}))[0][0]:
+                    return True
+                await self._rows(conn, self._sql.lock_modes_ddl, sql.lock_params(""))
+                await self._rows(conn, self._sql.create_modes)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            if required:
+                statement = self._sql.create_modes.decode()
+                raise ProjectionError(
+                    f"inline mode needs the table {table}, and this role may not create "
+                    f"it ({exc.diag.message_primary}); run as the schema's owner: "
+                    f"{statement}, and grant SELECT, INSERT, UPDATE, DELETE on it to the "
+                    "application role"
+                ) from exc
+            logger.warning(
+                "no %s and no right to create it: projections run in daemon mode only",
+                table,
+            )
+            return False
+        return True
 
     async def _start_at(self, conn: Conn, projection: AnyProjection, start: str | int) -> None:
         """Creates the version's checkpoints at ``start``, unless it has checkpoints."""
@@ -346,7 +372,7 @@ class AsyncProjectionManager:
                 # all they hold.
                 params = {"name": name, "version": live.version}
                 await self._rows(conn, self._sql.lock_version, params)
-                inline = await self._window(conn, name, live.version)
+                inline = await self._window_if_any(conn, name, live.version)
                 # What the old version applied inline is in transactions finished now.
                 extra = None if inline is None else await self._snapshot(conn)
                 remaining = max(0.0, deadline - time.monotonic())
@@ -397,15 +423,23 @@ class AsyncProjectionManager:
         rows = await self._rows(conn, self._sql.mode_of, {"name": name, "version": version})
         return InlineWindow.of(*rows[0]) if rows else None
 
+    async def _window_if_any(self, conn: Conn, name: str, version: int) -> InlineWindow | None:
+        """Returns the version's inline window; None when there is no table of them."""
+        try:
+            async with conn.transaction():  # a savepoint: the table may not exist
+                return await self._window(conn, name, version)
+        except psycopg.errors.UndefinedTable:
+            return None
+
     async def inline_window(self, projection: ProjectionRef) -> InlineWindow | None:
         """Returns the live version's inline window (None: it was never inline)."""
         name = _name_of(projection)
-        await self._ensure_modes_table()
+        modes = await self._ensure_modes_table()
         async with self.subscriptions.transaction() as conn:
             rows = await self._rows(conn, self._sql.live_version, {"name": name})
             if not rows:
                 raise ProjectionNotFoundError(name)
-            return await self._window(conn, name, int(rows[0][0]))
+            return await self._window(conn, name, int(rows[0][0])) if modes else None
 
     async def mode(self, projection: ProjectionRef) -> Mode:
         """Returns how the live version is kept now: ``"inline"`` or ``"daemon"``."""
@@ -437,7 +471,7 @@ class AsyncProjectionManager:
         if mode not in ("inline", "daemon"):
             raise ConfigurationError(f"mode must be 'inline' or 'daemon', not {mode!r}")
         name = _name_of(projection)
-        await self._ensure_modes_table()
+        await self._ensure_modes_table(required=True)
         live = await self.live_version(name)
         if live is None:
             raise ProjectionNotFoundError(name)
@@ -521,7 +555,7 @@ class AsyncProjectionManager:
         dropped only with ``force=True``, and not while a runner builds it.
         """
         subscription = subscription_name(name, version)
-        await self._ensure_modes_table()
+        modes = await self._ensure_modes_table()
         async with self.subscriptions.transaction() as conn:
             rows = await self._lock(conn, name)
             row = next((r for r in rows if r.version == version), None)
@@ -543,7 +577,9 @@ class AsyncProjectionManager:
                 self._sql.delete_runners,
             ):
                 await self._rows(conn, statement, params)
-            await self._rows(conn, self._sql.delete_mode, {"name": name, "version": version})
+            if modes:
+                key = {"name": name, "version": version}
+                await self._rows(conn, self._sql.delete_mode, key)
             await self._rows(conn, self._sql.delete_version, {"name": name, "version": version})
         return [f"{schema}.{table}" for schema, table, _ in tables]
 
@@ -600,11 +636,7 @@ class AsyncProjectionManager:
     async def _applied_inline(self, name: str, version: int, result: AppendResult) -> bool:
         """Tells whether the append's own transaction applied this version inline."""
         async with self.subscriptions.transaction() as conn:
-            try:
-                async with conn.transaction():  # a savepoint: the table may not exist yet
-                    window = await self._window(conn, name, version)
-            except psycopg.errors.UndefinedTable:
-                return False
+            window = await self._window_if_any(conn, name, version)
         return window is not None and window.applied_inline(result.transaction_id)
 
     async def wait_until_caught_up(

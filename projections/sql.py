@@ -79,6 +79,11 @@ STATUS_FOR_SHARE: Final = (
     "WHERE p.name = %(name)s AND p.version = %(version)s FOR SHARE OF p"
 )
 
+# The same without the inline windows, where their table does not exist.
+STATUS_ONLY: Final = (
+    "SELECT status FROM {projections} WHERE name = %(name)s AND version = %(version)s FOR SHARE"
+)
+
 # Read by every inline application, in the appending transaction: both rows FOR SHARE, so
 # a blue/green switch (the version row) and a mode switch (the mode row) wait for the
 # appending transactions in flight, and those after them see what the switch wrote.
@@ -202,6 +207,7 @@ class ProjectionStatements:
     promote: bytes
     delete_version: bytes
     status_for_share: bytes
+    status_only: bytes
     inline_state: bytes
     lock_mode: bytes
     mode_of: bytes
