@@ -1,7 +1,8 @@
 """Projections: read models kept from the log exactly once, rebuilt blue/green.
 
-See `projections.projection` for declaring one, `projections.daemon` for running them and
-`projections.manager_async` for their versions' lifecycle.
+See `projections.projection` for declaring one, `projections.daemon` for running them,
+`projections.manager_async` for their versions' lifecycle, `projections.inline_async` for
+applying one in the appending transaction, and `projections.testing` for testing one.
 """
 
 from projections.daemon import ProjectionDaemon

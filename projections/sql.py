@@ -13,6 +13,7 @@ tables and views are templates whose identifiers are filled in with `psycopg.sql
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Final
 
@@ -229,8 +230,9 @@ class ProjectionStatements:
     existing_relations: bytes
 
 
+@functools.cache
 def render(schema: str) -> ProjectionStatements:
-    """Renders all row statements for the event store's schema."""
+    """Renders all row statements for the event store's schema (once per schema)."""
     names = {
         table: sql.Identifier(schema, table)
         for table in (
