@@ -464,9 +464,11 @@ class AsyncProjectionManager:
         inline application ended; the daemon handles every transaction after it.
 
         Raises `WaitTimeoutError` when the daemon does not catch up within ``timeout``
-        (nothing changes then), `ProjectionStateError` when the version has dead letters
-        (retry or discard them first), `ProjectionNotFoundError` when nothing is live.
-        Returns the version's inline window afterwards.
+        (nothing changes then; `SubscriptionNotFoundError` when it never ran),
+        `ProjectionStateError` when the version has dead letters (retry or discard them
+        first), `ProjectionNotFoundError` when nothing is live, `ProjectionError` when the
+        table of inline windows is missing and this role may not create it. Returns the
+        version's inline window afterwards.
         """
         if mode not in ("inline", "daemon"):
             raise ConfigurationError(f"mode must be 'inline' or 'daemon', not {mode!r}")
