@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-unit lint docs bench bench-aggregates bench-subscriptions bench-outbox generate clean
+.PHONY: demo test test-unit lint docs bench bench-aggregates bench-subscriptions bench-outbox bench-projections generate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -61,6 +61,13 @@ bench-subscriptions:
 # NATS JetStream on 127.0.0.1:4222 and RabbitMQ on 127.0.0.1:5672 (up to two minutes).
 bench-outbox: $(STAMP)
 	$(BIN)/python benchmarks/outbox.py
+
+# A projection rebuild against raw psycopg and `eventsourcing`'s projection runner, in the
+# same environment (about two minutes: see benchmarks/README.md).
+bench-projections:
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install -q -e . -r benchmarks/requirements-aggregates.txt
+	.venv-bench/bin/python benchmarks/projections.py
 
 generate: $(STAMP)
 	$(BIN)/python tools/async_to_sync.py

@@ -1,7 +1,8 @@
 """Projections: read models kept from the log exactly once, rebuilt blue/green.
 
-See `projections.projection` for declaring one, `projections.daemon` for running them and
-`projections.manager_async` for their versions' lifecycle.
+See `projections.projection` for declaring one, `projections.daemon` for running them,
+`projections.manager_async` for their versions' lifecycle, `projections.inline_async` for
+applying one in the appending transaction, and `projections.testing` for testing one.
 """
 
 from projections.daemon import ProjectionDaemon
@@ -13,6 +14,9 @@ from projections.errors import (
     ProjectionTablesMissingError,
     ProjectionVersionBackwardsError,
 )
+from projections.inline import InlineProjections, apply_inline
+from projections.inline_async import AsyncInlineProjections
+from projections.inline_async import apply_inline as apply_inline_async
 from projections.manager import ProjectionManager
 from projections.manager_async import AsyncProjectionManager
 from projections.projection import (
@@ -21,13 +25,23 @@ from projections.projection import (
     ProjectionGroup,
     handles,
 )
-from projections.records import ProjectionStatus, ProjectionVersion, subscription_name
+from projections.records import (
+    InlineWindow,
+    Mode,
+    ProjectionStatus,
+    ProjectionVersion,
+    subscription_name,
+)
 from projections.subscription import subscription_for, subscription_group
 
 __all__ = [
+    "AsyncInlineProjections",
     "AsyncProjection",
     "AsyncProjectionManager",
     "DuplicateProjectionError",
+    "InlineProjections",
+    "InlineWindow",
+    "Mode",
     "Projection",
     "ProjectionDaemon",
     "ProjectionError",
@@ -39,6 +53,8 @@ __all__ = [
     "ProjectionTablesMissingError",
     "ProjectionVersion",
     "ProjectionVersionBackwardsError",
+    "apply_inline",
+    "apply_inline_async",
     "handles",
     "subscription_for",
     "subscription_group",

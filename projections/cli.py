@@ -1,4 +1,4 @@
-"""The ``eventstore projections`` commands: run, rebuild, status, list, switch, drop.
+"""The ``eventstore projections`` commands: run, rebuild, status, list, switch, mode, drop.
 
 Registered through the ``eventstore.cli`` entry-point group (``register``), so the
 ``eventstore`` command never imports this package itself.
@@ -143,7 +143,7 @@ async def _rebuild(args: argparse.Namespace, group: ProjectionGroup, url: str) -
                 "a rebuild builds a new version beside the live one: "
                 + ("bump the version" if live else "run the daemon, the first version goes live"),
             )
-        prepared = await manager.prepare(projection)
+        prepared = await manager.prepare(projection, start=_start(args.start))
         stop = asyncio.Event()
         install_signal_handlers(stop)
         daemon = ProjectionDaemon(group, url=url, schema=args.schema, auto_switch=False)
@@ -156,6 +156,13 @@ async def _rebuild(args: argparse.Namespace, group: ProjectionGroup, url: str) -
             await running
     _summary(prepared, progress, switched)
     return EXIT_OK
+
+
+def _start(given: str | None) -> str | int | None:
+    """Returns ``--from``: a global position (digits) or a read_all token."""
+    if given is None:
+        return None
+    return int(given) if given.isdigit() else given
 
 
 async def _follow(
@@ -315,6 +322,16 @@ def cmd_switch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_mode(args: argparse.Namespace) -> int:
+    store, manager = _manager(args)
+    with store:
+        if args.mode is not None:
+            manager.set_mode(args.name, args.mode, timeout=args.timeout)
+        mode = manager.mode(args.name)
+    print(f"{args.name}: {mode}")
+    return EXIT_OK
+
+
 def cmd_drop(args: argparse.Namespace) -> int:
     store, manager = _manager(args)
     with store:
@@ -354,6 +371,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rebuild.add_argument("--target", required=True, help="module:name of a ProjectionGroup")
     rebuild.add_argument("--version", type=int, default=None, help="default: the highest")
     rebuild.add_argument("--no-switch", action="store_true", help="leave it building")
+    rebuild.add_argument(
+        "--from",
+        dest="start",
+        default=None,
+        metavar="POSITION_OR_TOKEN",
+        help="build from a global position or a read_all token, not the start of the log",
+    )
     rebuild.add_argument("--timeout", type=float, default=24 * 3600.0)
     rebuild.set_defaults(handler=cmd_rebuild)
     status = add("status", "versions with lag and dead letters")
@@ -367,6 +391,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     switch.add_argument("--version", type=int, default=None, help="default: the highest building")
     switch.add_argument("--timeout", type=float, default=30.0)
     switch.set_defaults(handler=cmd_switch)
+    mode = add("mode", "show, or switch, how the live version is applied: inline or daemon")
+    mode.add_argument("name")
+    mode.add_argument("mode", nargs="?", choices=("inline", "daemon"), default=None)
+    mode.add_argument("--timeout", type=float, default=30.0)
+    mode.set_defaults(handler=cmd_mode)
     drop = add("drop", "drop a retired version's tables and checkpoints")
     drop.add_argument("name")
     drop.add_argument("--version", type=int, required=True)

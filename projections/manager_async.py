@@ -27,6 +27,7 @@ is paused, so its runners stop asking.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,7 +42,7 @@ from eventstore._acompat import asleep
 from eventstore.errors import ConfigurationError, SubscriptionNotFoundError, WaitTimeoutError
 from eventstore.postgres.subscriptions_async import AsyncSubscriptionStore
 from eventstore.store import AppendResult
-from eventstore.subscriptions.window import PgSnapshot, covers
+from eventstore.subscriptions.window import NOTHING_SEEN, PgSnapshot, Window, covers
 from projections import sql
 from projections.errors import (
     ProjectionError,
@@ -51,12 +52,22 @@ from projections.errors import (
     ProjectionVersionBackwardsError,
 )
 from projections.projection import AnyProjection
-from projections.records import ProjectionStatus, ProjectionVersion, subscription_name
+from projections.records import (
+    InlineWindow,
+    Mode,
+    ProjectionStatus,
+    ProjectionVersion,
+    subscription_name,
+)
 
 __all__ = ["AsyncProjectionManager"]
 
+logger = logging.getLogger("projections")
+
 Conn = psycopg.AsyncConnection[Any]
 ProjectionRef = AnyProjection | type[AnyProjection] | str
+# Where a new version starts: a read_all token, or a global position.
+Start = str | int | None
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
@@ -133,7 +144,7 @@ class AsyncProjectionManager:
     # Preparing a version.
 
     async def prepare(
-        self, projection: AnyProjection, *, create_tables: bool = True
+        self, projection: AnyProjection, *, create_tables: bool = True, start: Start = None
     ) -> ProjectionVersion:
         """Registers a projection version, creating its tables unless told not to.
 
@@ -142,8 +153,16 @@ class AsyncProjectionManager:
         `ProjectionVersionBackwardsError` for a version below the live one,
         `ProjectionStateError` for a retired one, and `ProjectionTablesMissingError` when
         ``create_tables`` is False and a table does not exist.
+
+        ``start`` builds a new version from a place in the log instead of its beginning
+        (an incremental fix): a `read_all` token (exactly the events after that page), or
+        a global position (the events above it that had committed by now, then every event
+        committed later). It applies only to a version whose subscription has no
+        checkpoints yet; whatever its tables must hold from before that place is for you
+        to put there (in the same transaction as ``prepare``, or before the daemon runs).
         """
         name, version = projection.name, projection.version
+        modes = await self._ensure_modes_table()
         async with self.subscriptions.transaction() as conn:
             rows = await self._lock(conn, name)
             live = next((r for r in rows if r.status == "live"), None)
@@ -160,10 +179,67 @@ class AsyncProjectionManager:
                 status = "live" if live is None else "building"
                 params = {"name": name, "version": version, "status": status}
                 await self._rows(conn, self._sql.register_version, params)
+            if modes:
+                params = {"name": name, "version": version}
+                await self._rows(conn, self._sql.register_mode, params)
+            if start is not None:
+                await self._start_at(conn, projection, start)
             if (own is None and live is None) or (own is not None and own.status == "live"):
                 await self._point_views(conn, name, version, None, only_missing=own is not None)
             rows = await self._lock(conn, name)
         return next(r for r in rows if r.version == version)
+
+    async def _ensure_modes_table(self, *, required: bool = False) -> bool:
+        """Creates the table of inline windows when it does not exist (see `sql`).
+
+        A role that may not create it (an application role given only `eventstore
+        grants`) runs every projection in daemon mode without it: returns False, or raises
+        `ProjectionError` with the statement to run when ``required``.
+        """
+        table = sql.modes_table(self.schema)
+        try:
+            async with self.subscriptions.transaction() as conn:
+                if (await self._rows(conn, self._sql.modes_exist, {"table": table}))[0][0]:
+                    return True
+                await self._rows(conn, self._sql.lock_modes_ddl, sql.lock_params(""))
+                await self._rows(conn, self._sql.create_modes)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            if required:
+                statement = self._sql.create_modes.decode()
+                raise ProjectionError(
+                    f"inline mode needs the table {table}, and this role may not create "
+                    f"it ({exc.diag.message_primary}); run as the schema's owner: "
+                    f"{statement}, and grant SELECT, INSERT, UPDATE, DELETE on it to the "
+                    "application role"
+                ) from exc
+            logger.warning(
+                "no %s and no right to create it: projections run in daemon mode only",
+                table,
+            )
+            return False
+        return True
+
+    async def _start_at(self, conn: Conn, projection: AnyProjection, start: str | int) -> None:
+        """Creates the version's checkpoints at ``start``, unless it has checkpoints."""
+        subscription = projection.subscription_name()
+        params: dict[str, Any] = {"subscription": subscription}
+        if (await self._rows(conn, self._sql.has_checkpoints, params))[0][0]:
+            return
+        if isinstance(start, bool) or not isinstance(start, str | int):
+            raise ConfigurationError("start must be a read_all token or a global position")
+        if isinstance(start, int):
+            if start < 0:
+                raise ConfigurationError("start: a global position is >= 0")
+            window = Window(NOTHING_SEEN, await self._snapshot(conn), start)
+        else:
+            window = Window.from_token(start)
+        params |= {
+            "shards": projection.shards,
+            "low": str(window.low),
+            "high": None if window.high is None else str(window.high),
+            "position": window.position,
+        }
+        await self._rows(conn, self._sql.create_checkpoints_at, params)
 
     async def _ensure_tables(self, conn: Conn, projection: AnyProjection, create: bool) -> None:
         """Creates the version's missing tables (or refuses), and tags each with a comment."""
@@ -291,12 +367,18 @@ class AsyncProjectionManager:
                 )
             live = next((r for r in rows if r.status == "live"), None)
             if live is not None:
-                # From here the old version's batches wait at their status read: its
-                # tables are frozen, and the new version must have all they hold.
+                # From here the old version's batches (and inline applications) wait at
+                # their status read: its tables are frozen, and the new version must have
+                # all they hold.
                 params = {"name": name, "version": live.version}
                 await self._rows(conn, self._sql.lock_version, params)
+                inline = await self._window_if_any(conn, name, live.version)
+                # What the old version applied inline is in transactions finished now.
+                extra = None if inline is None else await self._snapshot(conn)
                 remaining = max(0.0, deadline - time.monotonic())
-                await self._wait_covering(conn, target.subscription, live.subscription, remaining)
+                await self._wait_covering(
+                    conn, target.subscription, live.subscription, remaining, extra
+                )
             params = {"name": name, "version": version}
             retired = [
                 int(r[0]) for r in await self._rows(conn, self._sql.retire_for_switch, params)
@@ -307,21 +389,163 @@ class AsyncProjectionManager:
         switched = next(r for r in rows if r.version == version)
         return switched, retired
 
-    async def _wait_covering(self, conn: Conn, new: str, old: str, timeout: float) -> None:
+    async def _wait_covering(
+        self, conn: Conn, new: str, old: str, timeout: float, extra: PgSnapshot | None = None
+    ) -> None:
         """Waits until every shard of ``new`` has handled everything ``old`` may have applied.
 
         What ``old`` may have applied reaches its open windows' high snapshots (a window is
-        handled page by page); what ``new`` has surely handled is its low snapshots.
+        handled page by page), and ``extra`` (what it applied inline); what ``new`` has
+        surely handled is its low snapshots.
         """
         deadline = time.monotonic() + timeout
         while True:
             rows = await self._rows(conn, self._sql.reached, {"subscription": old})
             reached = [PgSnapshot.parse(snapshot) for _, snapshot in rows]
+            if extra is not None:
+                reached.append(extra)
             lows = (await self.subscriptions.lows(new)).values()
             if lows and all(covers(low, r) for low in lows for r in reached):
                 return
             if time.monotonic() >= deadline:
                 raise WaitTimeoutError(new, timeout)
+            await asleep(0.02)
+
+    # Inline mode.
+
+    async def _snapshot(self, conn: Conn) -> PgSnapshot:
+        """Returns the current snapshot as other sessions see it: with this transaction
+        (which holds a row lock, so has an id) still running."""
+        text, own = (await self._rows(conn, self._sql.current_snapshot))[0]
+        return _running(PgSnapshot.parse(text), None if own is None else int(own))
+
+    async def _window(self, conn: Conn, name: str, version: int) -> InlineWindow | None:
+        rows = await self._rows(conn, self._sql.mode_of, {"name": name, "version": version})
+        return InlineWindow.of(*rows[0]) if rows else None
+
+    async def _window_if_any(self, conn: Conn, name: str, version: int) -> InlineWindow | None:
+        """Returns the version's inline window; None when there is no table of them."""
+        try:
+            async with conn.transaction():  # a savepoint: the table may not exist
+                return await self._window(conn, name, version)
+        except psycopg.errors.UndefinedTable:
+            return None
+
+    async def inline_window(self, projection: ProjectionRef) -> InlineWindow | None:
+        """Returns the live version's inline window (None: it was never inline)."""
+        name = _name_of(projection)
+        modes = await self._ensure_modes_table()
+        async with self.subscriptions.transaction() as conn:
+            rows = await self._rows(conn, self._sql.live_version, {"name": name})
+            if not rows:
+                raise ProjectionNotFoundError(name)
+            return await self._window(conn, name, int(rows[0][0])) if modes else None
+
+    async def mode(self, projection: ProjectionRef) -> Mode:
+        """Returns how the live version is kept now: ``"inline"`` or ``"daemon"``."""
+        window = await self.inline_window(projection)
+        return "inline" if window is not None and window.is_open else "daemon"
+
+    async def set_mode(
+        self, projection: ProjectionRef, mode: Mode, *, timeout: float = 30.0
+    ) -> InlineWindow | None:
+        """Switches the live version to being applied inline, or back to the daemon.
+
+        To ``"inline"``: in one transaction, the version's mode row is locked (appending
+        transactions that apply it inline wait at their read of it, those in flight finish
+        first), a snapshot is taken, the daemon is waited for until it has handled every
+        transaction in that snapshot (it keeps running meanwhile), and the snapshot is
+        recorded as where inline application starts. Appends after it apply their own
+        events; the daemon skips them. Nothing is applied twice or missed, and no event is
+        applied before an earlier one of its stream.
+
+        To ``"daemon"``: in one transaction, the mode row is locked, a snapshot is taken
+        (every transaction that applied events inline is in it) and recorded as where
+        inline application ended; the daemon handles every transaction after it.
+
+        Raises `WaitTimeoutError` when the daemon does not catch up within ``timeout``
+        (nothing changes then; `SubscriptionNotFoundError` when it never ran),
+        `ProjectionStateError` when the version has dead letters (retry or discard them
+        first), `ProjectionNotFoundError` when nothing is live, `ProjectionError` when the
+        table of inline windows is missing and this role may not create it. Returns the
+        version's inline window afterwards.
+        """
+        if mode not in ("inline", "daemon"):
+            raise ConfigurationError(f"mode must be 'inline' or 'daemon', not {mode!r}")
+        name = _name_of(projection)
+        await self._ensure_modes_table(required=True)
+        live = await self.live_version(name)
+        if live is None:
+            raise ProjectionNotFoundError(name)
+        subscription = subscription_name(name, live)
+        deadline = time.monotonic() + timeout
+        if mode == "inline":
+            await self._check_no_dead_letters(name, live)
+            # Catch up first, without holding anything: appends wait less at the switch.
+            await self.subscriptions.wait_until_caught_up(subscription, timeout=timeout)
+        try:
+            async with self.subscriptions.transaction() as conn:
+                await self._rows(conn, sql.LOCK_TIMEOUT.encode())
+                rows = await self._lock(conn, name)
+                if next((r.version for r in rows if r.status == "live"), None) != live:
+                    raise ProjectionStateError(
+                        name, live, "retired", "switched meanwhile; set the mode again"
+                    )
+                return await self._commit_mode(conn, name, live, mode, deadline, timeout)
+        except psycopg.errors.LockNotAvailable as exc:
+            raise ProjectionError(
+                f"projection {name!r}: the mode switch gave up waiting for a lock (a long "
+                "appending transaction); nothing changed, try again"
+            ) from exc
+
+    async def _commit_mode(
+        self, conn: Conn, name: str, version: int, mode: Mode, deadline: float, timeout: float
+    ) -> InlineWindow | None:
+        params: dict[str, Any] = {"name": name, "version": version}
+        locked = await self._rows(conn, self._sql.lock_mode, params)
+        if not locked:
+            raise ProjectionStateError(
+                name, version, "live", "no mode row: run the daemon (or prepare) once first"
+            )
+        window = InlineWindow.of(*locked[0])
+        inline_now = window is not None and window.is_open
+        if (mode == "inline") == inline_now:
+            return window
+        now = await self._snapshot(conn)  # after the lock: no appender in flight is missed
+        if mode == "inline":
+            await self._wait_lows_cover(subscription_name(name, version), now, deadline, timeout)
+            changed = InlineWindow(now)
+        else:
+            assert window is not None
+            changed = InlineWindow(window.since, now)
+        params |= {
+            "inline_from": str(changed.since),
+            "inline_until": None if changed.until is None else str(changed.until),
+        }
+        await self._rows(conn, self._sql.set_mode, params)
+        return changed
+
+    async def _check_no_dead_letters(self, name: str, version: int) -> None:
+        shards = await self.subscriptions.status(subscription_name(name, version))
+        if sum(s.dead_letters for s in shards):
+            raise ProjectionStateError(
+                name,
+                version,
+                "live",
+                "it has dead letters: retry or discard them before going inline (a held "
+                "stream's later events would otherwise be applied before its parked ones)",
+            )
+
+    async def _wait_lows_cover(
+        self, subscription: str, target: PgSnapshot, deadline: float, timeout: float
+    ) -> None:
+        """Waits until every shard's low covers ``target`` (the daemon runs meanwhile)."""
+        while True:
+            lows = (await self.subscriptions.lows(subscription)).values()
+            if lows and all(covers(low, target) for low in lows):
+                return
+            if time.monotonic() >= deadline:
+                raise WaitTimeoutError(subscription, timeout)
             await asleep(0.02)
 
     # Dropping.
@@ -333,6 +557,7 @@ class AsyncProjectionManager:
         dropped only with ``force=True``, and not while a runner builds it.
         """
         subscription = subscription_name(name, version)
+        modes = await self._ensure_modes_table()
         async with self.subscriptions.transaction() as conn:
             rows = await self._lock(conn, name)
             row = next((r for r in rows if r.version == version), None)
@@ -354,6 +579,9 @@ class AsyncProjectionManager:
                 self._sql.delete_runners,
             ):
                 await self._rows(conn, statement, params)
+            if modes:
+                key = {"name": name, "version": version}
+                await self._rows(conn, self._sql.delete_mode, key)
             await self._rows(conn, self._sql.delete_version, {"name": name, "version": version})
         return [f"{schema}.{table}" for schema, table, _ in tables]
 
@@ -381,13 +609,17 @@ class AsyncProjectionManager:
         Read-your-writes for a web handler: append, wait, then read the read model through
         its view. The live version is looked up as it waits, so a switch meanwhile does not
         leave it waiting on the retired one. Raises `WaitTimeoutError` after ``timeout``
-        seconds, `ProjectionNotFoundError` when no version of it is live by then.
+        seconds, `ProjectionNotFoundError` when no version of it is live by then. When the
+        live version is applied inline, an append whose own transaction applied it returns
+        at once.
         """
         name = _name_of(projection)
         deadline = time.monotonic() + timeout
         while True:
             live = await self.live_version(name)
             remaining = deadline - time.monotonic()
+            if live is not None and await self._applied_inline(name, live, result):
+                return
             if live is not None:
                 try:
                     await self.subscriptions.wait_for(
@@ -402,6 +634,12 @@ class AsyncProjectionManager:
                 raise WaitTimeoutError(subscription_name(name, live), timeout)
             if live is None:
                 await asleep(0.05)
+
+    async def _applied_inline(self, name: str, version: int, result: AppendResult) -> bool:
+        """Tells whether the append's own transaction applied this version inline."""
+        async with self.subscriptions.transaction() as conn:
+            window = await self._window_if_any(conn, name, version)
+        return window is not None and window.applied_inline(result.transaction_id)
 
     async def wait_until_caught_up(
         self, projection: ProjectionRef, *, version: int | None = None, timeout: float = 10.0
@@ -424,6 +662,13 @@ class AsyncProjectionManager:
         await self.subscriptions.wait_until_caught_up(
             subscription_name(name, version), timeout=remaining
         )
+
+
+def _running(snapshot: PgSnapshot, xid: int | None) -> PgSnapshot:
+    """Returns ``snapshot`` with transaction ``xid`` in progress (as it is, for the others)."""
+    if xid is None or not snapshot.visible(xid):
+        return snapshot
+    return PgSnapshot(min(snapshot.xmin, xid), snapshot.xmax, tuple(sorted({*snapshot.xip, xid})))
 
 
 def _switch_target(

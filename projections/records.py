@@ -7,10 +7,52 @@ import datetime as dt
 from typing import Literal
 
 from eventstore.subscriptions import ShardStatus
+from eventstore.subscriptions.window import PgSnapshot
 
-__all__ = ["ProjectionStatus", "ProjectionVersion", "VersionStatus", "subscription_name"]
+__all__ = [
+    "InlineWindow",
+    "Mode",
+    "ProjectionStatus",
+    "ProjectionVersion",
+    "VersionStatus",
+    "subscription_name",
+]
 
 VersionStatus = Literal["building", "live", "retired"]
+Mode = Literal["daemon", "inline"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InlineWindow:
+    """Holds the transactions whose events a version applied inline, in their own transaction.
+
+    They are the transactions visible in ``until`` and not in ``since``: ``since`` is the
+    snapshot taken when the version went inline (everything visible in it was the daemon's
+    to apply), ``until`` the one taken when it went back to the daemon, or None while it is
+    inline (every transaction after ``since`` applies its own events). The daemon skips the
+    events of these transactions, and applies every other.
+    """
+
+    since: PgSnapshot
+    until: PgSnapshot | None = None
+
+    @classmethod
+    def of(cls, since: str | None, until: str | None) -> InlineWindow | None:
+        """Returns the window stored as text, or None for a version never inline."""
+        if since is None:
+            return None
+        return cls(PgSnapshot.parse(since), None if until is None else PgSnapshot.parse(until))
+
+    @property
+    def is_open(self) -> bool:
+        """Tells whether the version is inline now."""
+        return self.until is None
+
+    def applied_inline(self, transaction_id: int) -> bool:
+        """Tells whether the events of this transaction were applied inline."""
+        if self.since.visible(transaction_id):
+            return False
+        return self.until is None or self.until.visible(transaction_id)
 
 
 def subscription_name(name: str, version: int) -> str:

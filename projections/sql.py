@@ -13,6 +13,7 @@ tables and views are templates whose identifiers are filled in with `psycopg.sql
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Final
 
@@ -22,6 +23,7 @@ __all__ = [
     "ProjectionStatements",
     "ddl",
     "lock_params",
+    "modes_table",
     "parse_table_comment",
     "render",
     "table_comment",
@@ -70,9 +72,81 @@ DELETE_VERSION: Final = "DELETE FROM {projections} WHERE name = %(name)s AND ver
 
 # Read by every batch of a projection, in the batch transaction: FOR SHARE makes a switch
 # (which updates the row) wait for the batches in flight, and the batches after it see the
-# new status, so "replay" flips exactly at the switch.
+# new status, so "replay" flips exactly at the switch. The version's inline window comes
+# along, read without a lock: a mode switch does not wait for the daemon (see `inline`).
 STATUS_FOR_SHARE: Final = (
+    "SELECT p.status, m.inline_from, m.inline_until FROM {projections} p "
+    "LEFT JOIN {projection_modes} m ON m.name = p.name AND m.version = p.version "
+    "WHERE p.name = %(name)s AND p.version = %(version)s FOR SHARE OF p"
+)
+
+# The same without the inline windows, where their table does not exist.
+STATUS_ONLY: Final = (
     "SELECT status FROM {projections} WHERE name = %(name)s AND version = %(version)s FOR SHARE"
+)
+
+# Read by every inline application, in the appending transaction: both rows FOR SHARE, so
+# a blue/green switch (the version row) and a mode switch (the mode row) wait for the
+# appending transactions in flight, and those after them see what the switch wrote.
+INLINE_STATE: Final = (
+    "SELECT p.status, m.inline_from, m.inline_until FROM {projections} p "
+    "JOIN {projection_modes} m ON m.name = p.name AND m.version = p.version "
+    "WHERE p.name = %(name)s AND p.version = %(version)s FOR SHARE"
+)
+
+# The mode switch: appending transactions in flight finish first, later ones wait for it.
+LOCK_MODE: Final = (
+    "SELECT inline_from, inline_until FROM {projection_modes} "
+    "WHERE name = %(name)s AND version = %(version)s FOR UPDATE"
+)
+
+MODE_OF: Final = (
+    "SELECT inline_from, inline_until FROM {projection_modes} "
+    "WHERE name = %(name)s AND version = %(version)s"
+)
+
+REGISTER_MODE: Final = (
+    "INSERT INTO {projection_modes} (name, version) VALUES (%(name)s, %(version)s) "
+    "ON CONFLICT (name, version) DO NOTHING"
+)
+
+SET_MODE: Final = (
+    "UPDATE {projection_modes} SET inline_from = %(inline_from)s, "
+    "inline_until = %(inline_until)s, changed_at = now() "
+    "WHERE name = %(name)s AND version = %(version)s"
+)
+
+DELETE_MODE: Final = (
+    "DELETE FROM {projection_modes} WHERE name = %(name)s AND version = %(version)s"
+)
+
+# The table of inline windows, created by `prepare` when missing (under its own advisory
+# lock, so that two daemons starting together do not both create it). Each version has a
+# row: its inline window is the transactions visible in ``inline_until`` and not in
+# ``inline_from`` (``inline_until`` NULL: inline now, up to whatever commits later).
+MODES_EXIST: Final = "SELECT to_regclass(%(table)s) IS NOT NULL"
+LOCK_MODES_DDL: Final = "SELECT pg_advisory_xact_lock(%(lock_class)s, 0)"
+CREATE_MODES: Final = (
+    "CREATE TABLE IF NOT EXISTS {projection_modes} ("
+    "name text NOT NULL, version integer NOT NULL, "
+    "inline_from text, inline_until text, "
+    "changed_at timestamptz NOT NULL DEFAULT now(), "
+    "PRIMARY KEY (name, version), "
+    "CHECK (inline_until IS NULL OR inline_from IS NOT NULL))"
+)
+
+# A version that starts from a place in the log instead of its beginning: its checkpoints
+# are created here, before its runner's (which then finds them, with the same shard count).
+CREATE_CHECKPOINTS_AT: Final = (
+    "INSERT INTO {checkpoints} (name, shard, shard_count, low, high, position) "
+    "SELECT %(subscription)s, s, %(shards)s, %(low)s, %(high)s, %(position)s "
+    "FROM generate_series(0, %(shards)s - 1) AS s ON CONFLICT (name, shard) DO NOTHING"
+)
+HAS_CHECKPOINTS: Final = "SELECT count(*) FROM {checkpoints} WHERE name = %(subscription)s"
+# The snapshot, and this transaction's own id: a snapshot shows its own transaction as
+# finished when later ones finished first, where every other session sees it running.
+CURRENT_SNAPSHOT: Final = (
+    "SELECT pg_current_snapshot()::text, pg_current_xact_id_if_assigned()::text::bigint"
 )
 
 # The subscription engine has no statement that forgets a subscription, so dropping a
@@ -134,6 +208,19 @@ class ProjectionStatements:
     promote: bytes
     delete_version: bytes
     status_for_share: bytes
+    status_only: bytes
+    inline_state: bytes
+    lock_mode: bytes
+    mode_of: bytes
+    register_mode: bytes
+    set_mode: bytes
+    delete_mode: bytes
+    modes_exist: bytes
+    lock_modes_ddl: bytes
+    create_modes: bytes
+    create_checkpoints_at: bytes
+    has_checkpoints: bytes
+    current_snapshot: bytes
     delete_checkpoints: bytes
     delete_runners: bytes
     delete_dead_letters: bytes
@@ -143,11 +230,18 @@ class ProjectionStatements:
     existing_relations: bytes
 
 
+@functools.cache
 def render(schema: str) -> ProjectionStatements:
-    """Renders all row statements for the event store's schema."""
+    """Renders all row statements for the event store's schema (once per schema)."""
     names = {
         table: sql.Identifier(schema, table)
-        for table in ("projections", "checkpoints", "runners", "dead_letters")
+        for table in (
+            "projections",
+            "projection_modes",
+            "checkpoints",
+            "runners",
+            "dead_letters",
+        )
     }
     module = globals()
     return ProjectionStatements(
@@ -156,6 +250,11 @@ def render(schema: str) -> ProjectionStatements:
             for field in dataclasses.fields(ProjectionStatements)
         }
     )
+
+
+def modes_table(schema: str) -> str:
+    """Returns the qualified name of the inline windows' table, for ``to_regclass``."""
+    return sql.Identifier(schema, "projection_modes").as_string(None)
 
 
 def lock_params(name: str) -> dict[str, object]:

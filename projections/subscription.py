@@ -11,6 +11,9 @@ Each batch first reads the version's status row in the batch transaction (``FOR 
 
 A switch updates these rows; the shared lock makes it wait for the batches in flight, and
 the batches after it see the new status, so ``replay`` flips exactly at the switch.
+
+The same statement reads the version's inline window (see `projections.inline_async`): the
+events of transactions that applied them inline are skipped, the others are handled.
 """
 
 from __future__ import annotations
@@ -20,23 +23,25 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
+from eventstore.events import Event, RecordedEvent
 from eventstore.postgres.connections import unwrap_async_connection, unwrap_connection
 from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.subscriptions import Batch, RetryLater, Subscription, SubscriptionGroup
 from projections import sql
 from projections.projection import AnyProjection, AsyncProjection, Projection, ProjectionGroup
+from projections.records import InlineWindow
 
 __all__ = ["subscription_for", "subscription_group"]
 
 
 def subscription_for(projection: AnyProjection, *, schema: str = DEFAULT_SCHEMA) -> Subscription:
     """Returns the subscription that builds and keeps ``projection``'s version."""
-    statement = sql.render(schema).status_for_share
+    statements = sql.render(schema)
     handler: _SyncHandler | _AsyncHandler
     if isinstance(projection, AsyncProjection):
-        handler = _AsyncHandler(projection, statement)
+        handler = _AsyncHandler(projection, statements)
     else:
-        handler = _SyncHandler(projection, statement)
+        handler = _SyncHandler(projection, statements)
     return Subscription(
         projection.subscription_name(),
         handler,
@@ -75,35 +80,84 @@ def _replay(batch: Batch[Any], status: str | None, projection: AnyProjection) ->
     )
 
 
-class _SyncHandler:
-    """Calls a `Projection` with each batch, after reading its version's status."""
+def _not_inline(
+    events: tuple[RecordedEvent[Event], ...], since: str | None, until: str | None
+) -> tuple[RecordedEvent[Event], ...]:
+    """Returns the batch's events that no transaction applied inline."""
+    window = InlineWindow.of(since, until)
+    if window is None:
+        return events
+    return tuple(e for e in events if not window.applied_inline(e.transaction_id))
 
-    def __init__(self, projection: Projection, statement: bytes) -> None:
+
+class _SyncHandler:
+    """Calls a `Projection` with each batch, after reading its version's status.
+
+    Until the table of inline windows is seen, the status is read in a savepoint, and
+    without the windows when the table does not exist (a role that may not create it runs
+    every projection in daemon mode); once seen, in one plain statement.
+    """
+
+    def __init__(self, projection: Projection, statements: sql.ProjectionStatements) -> None:
         self.projection = projection
-        self.statement = statement
+        self.statements = statements
+        self.modes_seen = False
         self.params = {"name": projection.name, "version": projection.version}
+
+    def _status(self, raw: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
+        with raw.cursor(row_factory=tuple_row) as cur:
+            if self.modes_seen:
+                return cur.execute(self.statements.status_for_share, self.params).fetchone()
+            try:
+                with raw.transaction():
+                    row = cur.execute(self.statements.status_for_share, self.params).fetchone()
+            except psycopg.errors.UndefinedTable:
+                row = cur.execute(self.statements.status_only, self.params).fetchone()
+                return None if row is None else (*row, None, None)
+            self.modes_seen = True
+            return row
 
     def __call__(self, batch: Batch[Any], conn: Any) -> None:
         raw: psycopg.Connection[Any] = unwrap_connection(conn)
-        with raw.cursor(row_factory=tuple_row) as cur:
-            cur.execute(self.statement, self.params)
-            row = cur.fetchone()
+        row = self._status(raw)
         replay = _replay(batch, None if row is None else str(row[0]), self.projection)
-        self.projection.handle_batch(batch.events, conn, replay=replay)
+        assert row is not None  # _replay refused a missing row
+        events = _not_inline(batch.events, row[1], row[2])
+        if events:
+            self.projection.handle_batch(events, conn, replay=replay)
 
 
 class _AsyncHandler:
-    """Calls an `AsyncProjection` with each batch, after reading its version's status."""
+    """Calls an `AsyncProjection` with each batch, after reading its version's status (as
+    `_SyncHandler` does)."""
 
-    def __init__(self, projection: AsyncProjection, statement: bytes) -> None:
+    def __init__(self, projection: AsyncProjection, statements: sql.ProjectionStatements) -> None:
         self.projection = projection
-        self.statement = statement
+        self.statements = statements
+        self.modes_seen = False
         self.params = {"name": projection.name, "version": projection.version}
+
+    async def _status(self, raw: psycopg.AsyncConnection[Any]) -> tuple[Any, ...] | None:
+        async with raw.cursor(row_factory=tuple_row) as cur:
+            if self.modes_seen:
+                await cur.execute(self.statements.status_for_share, self.params)
+                return await cur.fetchone()
+            try:
+                async with raw.transaction():
+                    await cur.execute(self.statements.status_for_share, self.params)
+                    row = await cur.fetchone()
+            except psycopg.errors.UndefinedTable:
+                await cur.execute(self.statements.status_only, self.params)
+                found = await cur.fetchone()
+                return None if found is None else (*found, None, None)
+            self.modes_seen = True
+            return row
 
     async def __call__(self, batch: Batch[Any], conn: Any) -> None:
         raw: psycopg.AsyncConnection[Any] = await unwrap_async_connection(conn)
-        async with raw.cursor(row_factory=tuple_row) as cur:
-            await cur.execute(self.statement, self.params)
-            row = await cur.fetchone()
+        row = await self._status(raw)
         replay = _replay(batch, None if row is None else str(row[0]), self.projection)
-        await self.projection.handle_batch(batch.events, conn, replay=replay)
+        assert row is not None  # _replay refused a missing row
+        events = _not_inline(batch.events, row[1], row[2])
+        if events:
+            await self.projection.handle_batch(events, conn, replay=replay)

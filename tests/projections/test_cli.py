@@ -87,3 +87,42 @@ def test_run_refuses_missing_tables_with_a_clear_error(
         "error: projection 'tally' version 1: tables missing: read_models.tally_v1; create "
         "them (prepare the projection, or run your migrations) before running it\n"
     )
+
+
+async def test_mode_shows_and_switches_inline_and_back(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    append_ticks(url, streams=2, per_stream=3)
+
+    async def run(*args: str) -> int:
+        return await asyncio.to_thread(main, ["projections", *args, "--url", url])
+
+    async with running(url, Tally()) as manager:
+        await manager.wait_until_caught_up("tally", timeout=30)
+        assert await run("mode", "tally") == EXIT_OK
+        assert capsys.readouterr().out == "tally: daemon\n"
+        assert await run("mode", "tally", "inline") == EXIT_OK
+        assert capsys.readouterr().out == "tally: inline\n"
+        assert await manager.mode("tally") == "inline"
+        assert await run("mode", "tally", "daemon") == EXIT_OK
+        assert capsys.readouterr().out == "tally: daemon\n"
+    assert await run("mode", "nobody") == EXIT_ERROR
+    assert "projection 'nobody' is not registered" in capsys.readouterr().err
+
+
+def test_rebuild_from_a_global_position_builds_only_the_events_above_it(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = append_ticks(url, streams=4, per_stream=5, prefix="old")
+    append_ticks(url, streams=2, per_stream=5, prefix="new")
+    asyncio.run(_serve_version_1(url))
+    monkeypatch.setenv("PROJECTION_VERSIONS", "1,2")
+    position = str(first.positions[-1])
+    code = main(
+        ["projections", "rebuild", "tally", "--target", TARGET, "--url", url, "--from", position]
+    )
+    out, err = capsys.readouterr()
+    assert code == EXIT_OK, err
+    assert "switched: tally v2 is live" in out
+    assert sorted(read_model(url)) == ["new-0", "new-1"]  # the view: version 2
+    assert read_model(url) == {k: v for k, v in replay_of_log(url).items() if k.startswith("new")}
