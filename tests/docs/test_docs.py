@@ -149,6 +149,7 @@ def test_the_docs_exist() -> None:
     assert {name(p) for p in pages()} >= {
         "index.md",
         "tutorial.md",
+        "tutorial-outbox.md",
         "how-to/alembic.md",
         "how-to/transactions.md",
         "how-to/testing.md",
