@@ -155,7 +155,7 @@ class VersionRecord:
     standalone: bool
 
     def describe(self) -> str:
-        """Returns the revisions as text: ``0007_snapshot_event`` or ``nothing``."""
+        """Returns the revisions as text: ``0008_projection_modes`` or ``nothing``."""
         return ", ".join(sorted(self.revisions)) or "nothing"
 
 
@@ -344,7 +344,7 @@ _APP_PRIVILEGES: Final = (
     ("SELECT, INSERT", ("events",)),
     ("SELECT, INSERT, UPDATE", ("streams",)),
     ("SELECT, INSERT, UPDATE, DELETE", ("snapshots", "checkpoints", "runners", "dead_letters")),
-    ("SELECT, INSERT, UPDATE, DELETE", ("projections", "inbox")),
+    ("SELECT, INSERT, UPDATE, DELETE", ("projections", "projection_modes", "inbox")),
     ("SELECT", (VERSION_TABLE,)),
 )
 

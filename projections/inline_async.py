@@ -87,9 +87,9 @@ class AsyncInlineProjections:
     commits (or rolls back) both. A repeated append (the same event ids again) applies
     nothing: the first one did.
 
-    Where the table of inline windows does not exist (a role that may not create it, see
-    `AsyncProjectionManager.set_mode`), nothing is inline: appends apply nothing, and look
-    for the table again (in a savepoint) until it is there.
+    Where the table of inline windows does not exist (a database not migrated to
+    0008_projection_modes, see `AsyncProjectionManager.set_mode`), nothing is inline:
+    appends apply nothing, and look for the table again until it is there.
     """
 
     def __init__(

@@ -41,7 +41,12 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from eventstore._acompat import sleep
-from eventstore.errors import ConfigurationError, SubscriptionNotFoundError, WaitTimeoutError
+from eventstore.errors import (
+    ConfigurationError,
+    SchemaNotMigratedError,
+    SubscriptionNotFoundError,
+    WaitTimeoutError,
+)
 from eventstore.postgres.subscriptions import SubscriptionStore
 from eventstore.store import AppendResult
 from eventstore.subscriptions.window import NOTHING_SEEN, PgSnapshot, Window, covers
@@ -192,11 +197,12 @@ class ProjectionManager:
         return next(r for r in rows if r.version == version)
 
     def _ensure_modes_table(self, *, required: bool = False) -> bool:
-        """Creates the table of inline windows when it does not exist (see `sql`).
+        """Checks that the table of inline windows exists (migration 0008 creates it).
 
-        A role that may not create it (an application role given only `eventstore
-        grants`) runs every projection in daemon mode without it: returns False, or raises
-        `ProjectionError` with the statement to run when ``required``.
+        On a database not migrated that far, creates it as 0008 would (see `sql`) when this
+        role may; a role that may not (an application role given only `eventstore
+        grants`) runs every projection in daemon mode: returns False, or raises
+        `SchemaNotMigratedError` when ``required``.
         """
         table = sql.modes_table(self.schema)
         try:
@@ -207,15 +213,14 @@ class ProjectionManager:
                 self._rows(conn, self._sql.create_modes)
         except psycopg.errors.InsufficientPrivilege as exc:
             if required:
-                statement = self._sql.create_modes.decode()
-                raise ProjectionError(
-                    f"inline mode needs the table {table}, and this role may not create "
-                    f"it ({exc.diag.message_primary}); run as the schema's owner: "
-                    f"{statement}, and grant SELECT, INSERT, UPDATE, DELETE on it to the "
-                    "application role"
+                raise SchemaNotMigratedError(
+                    f"inline mode needs the table {table}, which this role may not create "
+                    f"({exc.diag.message_primary}): run `eventstore migrate` (revision "
+                    "0008_projection_modes creates it), then `eventstore grants` for this role"
                 ) from exc
             logger.warning(
-                "no %s and no right to create it: projections run in daemon mode only",
+                "no %s and no right to create it: projections run in daemon mode only "
+                "until `eventstore migrate` creates it",
                 table,
             )
             return False
@@ -460,9 +465,10 @@ class ProjectionManager:
         Raises `WaitTimeoutError` when the daemon does not catch up within ``timeout``
         (nothing changes then; `SubscriptionNotFoundError` when it never ran),
         `ProjectionStateError` when the version has dead letters (retry or discard them
-        first), `ProjectionNotFoundError` when nothing is live, `ProjectionError` when the
-        table of inline windows is missing and this role may not create it. Returns the
-        version's inline window afterwards.
+        first), `ProjectionNotFoundError` when nothing is live, `SchemaNotMigratedError` when
+        the table of inline windows is missing (the database is not migrated to
+        0008_projection_modes) and this role may not create it. Returns the version's
+        inline window afterwards.
         """
         if mode not in ("inline", "daemon"):
             raise ConfigurationError(f"mode must be 'inline' or 'daemon', not {mode!r}")

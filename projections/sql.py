@@ -120,10 +120,12 @@ DELETE_MODE: Final = (
     "DELETE FROM {projection_modes} WHERE name = %(name)s AND version = %(version)s"
 )
 
-# The table of inline windows, created by `prepare` when missing (under its own advisory
-# lock, so that two daemons starting together do not both create it). Each version has a
-# row: its inline window is the transactions visible in ``inline_until`` and not in
-# ``inline_from`` (``inline_until`` NULL: inline now, up to whatever commits later).
+# The table of inline windows. Migration 0008 creates it; on a database not migrated that
+# far, `prepare` creates it when missing (under its own advisory lock, so that two daemons
+# starting together do not both create it), exactly as 0008 does, which then keeps it.
+# Each version has a row: its inline window is the transactions visible in
+# ``inline_until`` and not in ``inline_from`` (``inline_until`` NULL: inline now, up to
+# whatever commits later).
 MODES_EXIST: Final = "SELECT to_regclass(%(table)s) IS NOT NULL"
 LOCK_MODES_DDL: Final = "SELECT pg_advisory_xact_lock(%(lock_class)s, 0)"
 CREATE_MODES: Final = (
@@ -131,8 +133,10 @@ CREATE_MODES: Final = (
     "name text NOT NULL, version integer NOT NULL, "
     "inline_from text, inline_until text, "
     "changed_at timestamptz NOT NULL DEFAULT now(), "
-    "PRIMARY KEY (name, version), "
-    "CHECK (inline_until IS NULL OR inline_from IS NOT NULL))"
+    "CONSTRAINT projection_modes_pkey PRIMARY KEY (name, version), "
+    "CONSTRAINT projection_modes_check "
+    "CHECK (inline_until IS NULL OR inline_from IS NOT NULL)) "
+    "WITH (autovacuum_analyze_threshold = 10000)"
 )
 
 # A version that starts from a place in the log instead of its beginning: its checkpoints

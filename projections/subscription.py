@@ -94,8 +94,9 @@ class _SyncHandler:
     """Calls a `Projection` with each batch, after reading its version's status.
 
     Until the table of inline windows is seen, the status is read in a savepoint, and
-    without the windows when the table does not exist (a role that may not create it runs
-    every projection in daemon mode); once seen, in one plain statement.
+    without the windows when the table does not exist (a database not migrated to
+    0008_projection_modes, whose role may not create it, runs every projection in daemon
+    mode); once seen, in one plain statement.
     """
 
     def __init__(self, projection: Projection, statements: sql.ProjectionStatements) -> None:

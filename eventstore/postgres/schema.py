@@ -112,7 +112,7 @@ def make_metadata(schema: str = DEFAULT_SCHEMA) -> sa.MetaData:
 
 
 def _projection_and_inbox_tables(md: sa.MetaData) -> None:
-    """Adds the projections' version rows and the consumers' inbox."""
+    """Adds the projections' version rows and inline windows, and the consumers' inbox."""
     sa.Table(
         "projections",
         md,
@@ -132,6 +132,23 @@ def _projection_and_inbox_tables(md: sa.MetaData) -> None:
             "name",
             unique=True,
             postgresql_where=sa.text("status = 'live'"),
+        ),
+        postgresql_with=STORAGE,
+    )
+    # Each version's inline window (see projections.sql; migration 0008).
+    sa.Table(
+        "projection_modes",
+        md,
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("inline_from", sa.Text, nullable=True),
+        sa.Column("inline_until", sa.Text, nullable=True),
+        sa.Column(
+            "changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.PrimaryKeyConstraint("name", "version", name="projection_modes_pkey"),
+        sa.CheckConstraint(
+            "inline_until IS NULL OR inline_from IS NOT NULL", name="projection_modes_check"
         ),
         postgresql_with=STORAGE,
     )

@@ -20,6 +20,7 @@ from eventstore.postgres.alembic import include_object_for
 from eventstore.postgres.connections import sqlalchemy_url
 from eventstore.postgres.schema import make_metadata
 from eventstore.pytest_plugin import create_database, drop_database
+from projections import sql as projection_sql
 from tests.support import Deposited
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,6 +71,7 @@ ALL_TABLES = {
     "runners",
     "dead_letters",
     "projections",
+    "projection_modes",
     "inbox",
 }
 
@@ -98,6 +100,50 @@ def test_downgrade_then_upgrade_round_trips(eventstore_database_url: str) -> Non
     assert tables(eventstore_database_url) == ALL_TABLES
     assert migrate.is_up_to_date(eventstore_database_url)
     assert schema_diff(eventstore_database_url) == []
+
+
+# The statement `prepare` ran before 0008 existed (default constraint names, no storage
+# option), and the one it runs now on a database not migrated that far.
+OLD_CREATE_MODES = (
+    "CREATE TABLE eventstore.projection_modes (name text NOT NULL, version integer NOT NULL, "
+    "inline_from text, inline_until text, changed_at timestamptz NOT NULL DEFAULT now(), "
+    "PRIMARY KEY (name, version), CHECK (inline_until IS NULL OR inline_from IS NOT NULL))"
+)
+
+
+@pytest.mark.parametrize(
+    "create",
+    [OLD_CREATE_MODES, projection_sql.render("eventstore").create_modes.decode()],
+    ids=["before-0008", "now"],
+)
+def test_0008_keeps_a_modes_table_that_prepare_created(
+    eventstore_database_url: str, create: str
+) -> None:
+    migrate.downgrade(eventstore_database_url, "0007_snapshot_event")
+    assert "projection_modes" not in tables(eventstore_database_url)
+    with psycopg.connect(eventstore_database_url) as conn:
+        conn.execute(create)
+        conn.execute(
+            "INSERT INTO eventstore.projection_modes (name, version, inline_from) "
+            "VALUES ('tally', 1, '10:10:')"
+        )
+    migrate.upgrade(eventstore_database_url)
+    assert migrate.is_up_to_date(eventstore_database_url)
+    assert schema_diff(eventstore_database_url) == []
+    with psycopg.connect(eventstore_database_url) as conn:
+        rows = conn.execute(
+            "SELECT name, version, inline_from FROM eventstore.projection_modes"
+        ).fetchall()
+        options = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE oid = 'eventstore.projection_modes'::regclass"
+        ).fetchone()
+        constraints = conn.execute(
+            "SELECT conname FROM pg_constraint "
+            "WHERE conrelid = 'eventstore.projection_modes'::regclass ORDER BY conname"
+        ).fetchall()
+    assert rows == [("tally", 1, "10:10:")]
+    assert options == (["autovacuum_analyze_threshold=10000"],)
+    assert constraints == [("projection_modes_check",), ("projection_modes_pkey",)]
 
 
 def test_upgrade_twice_is_a_no_op(eventstore_database_url: str) -> None:

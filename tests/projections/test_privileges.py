@@ -1,6 +1,7 @@
 """Projections run by an application role given only `eventstore grants` (and its own
-read-model schema): without the right to create the table of inline windows, everything
-runs in daemon mode; once the schema's owner creates it, inline mode works."""
+read-model schema): the table of inline windows comes with migration 0008 and the grants,
+so the role goes inline; on a database not migrated that far, the role (which may not
+create the table) runs everything in daemon mode until `eventstore migrate` creates it."""
 
 from __future__ import annotations
 
@@ -13,11 +14,10 @@ import pytest
 import sqlalchemy as sa
 from psycopg import sql
 
-from eventstore import PostgresEventStore
+from eventstore import PostgresEventStore, SchemaNotMigratedError, migrate
 from eventstore.cli import main
 from eventstore.postgres.connections import sqlalchemy_url
-from projections import InlineProjections, ProjectionError
-from projections import sql as projection_sql
+from projections import AsyncProjectionManager, InlineProjections
 from tests.projections.app import SIDE_EFFECTS, Tally, read_model, replay_of_log
 from tests.projections.support import REGISTRY, running
 from tests.reliability.subscriber_app import Ticked
@@ -56,10 +56,48 @@ def tick(n: int) -> Ticked:
     return Ticked(writer="app", txn=n, n=n)
 
 
-async def test_without_the_modes_table_projections_run_in_daemon_mode_until_it_is_created(
+async def inline_then_daemon(
+    app: str, inline: InlineProjections, manager: AsyncProjectionManager, n: int
+) -> None:
+    """Goes inline, appends a tick applied by its own transaction, goes back to daemon."""
+    engine = sa.create_engine(sqlalchemy_url(app))
+    try:
+        await manager.set_mode("tally", "inline", timeout=20)
+        with engine.begin() as conn:
+            inline.append("a-1", tick(n), conn=conn)
+            assert read_model(app)["a-1"][0] == n - 1  # not committed yet
+        assert read_model(app)["a-1"][0] == n  # applied by its own transaction
+        await manager.set_mode("tally", "daemon", timeout=20)
+        with engine.begin() as conn:
+            result = inline.append("a-1", tick(n + 1), conn=conn)
+        await manager.wait_for(Tally, result, timeout=20)
+        await manager.wait_until_caught_up(Tally, timeout=20)
+    finally:
+        engine.dispose()
+
+
+async def test_a_role_given_only_the_grants_goes_inline(roles: tuple[str, str]) -> None:
+    _, app = roles
+    with PostgresEventStore(app, registry=REGISTRY) as store:
+        inline = InlineProjections(store, [Tally()])
+        async with running(app, Tally()) as manager:
+            with PostgresEventStore(app, registry=REGISTRY) as plain:
+                result = plain.append("a-1", tick(1))
+            await manager.wait_for(Tally, result, timeout=20)
+            assert await manager.mode("tally") == "daemon"
+            await inline_then_daemon(app, inline, manager, 2)
+            assert await manager.mode("tally") == "daemon"
+            dead = await manager.subscriptions.dead_letters("projection:tally:v1")
+    assert dead == []
+    assert read_model(app) == replay_of_log(app)
+    assert read_model(app)["a-1"][0] == 3
+
+
+async def test_before_0008_projections_run_in_daemon_mode_until_migrated(
     roles: tuple[str, str],
 ) -> None:
     owner, app = roles
+    migrate.downgrade(owner, "0007_snapshot_event")  # a database migrated before 0008
     engine = sa.create_engine(sqlalchemy_url(app))
     try:
         with PostgresEventStore(app, registry=REGISTRY) as store:
@@ -67,32 +105,17 @@ async def test_without_the_modes_table_projections_run_in_daemon_mode_until_it_i
             async with running(app, Tally()) as manager:
                 await manager.wait_until_caught_up(Tally, timeout=20)
                 assert await manager.mode("tally") == "daemon"
-                with pytest.raises(ProjectionError, match="may not create"):
+                with pytest.raises(SchemaNotMigratedError, match="eventstore migrate"):
                     await manager.set_mode("tally", "inline", timeout=10)
                 with engine.begin() as conn:  # applies nothing: the daemon does
                     result = inline.append("a-1", [tick(1), tick(2)], conn=conn)
                 await manager.wait_for(Tally, result, timeout=20)
                 assert read_model(app) == replay_of_log(app)
-                # The owner creates the table (the statement the error showed) and grants it.
-                with psycopg.connect(owner, autocommit=True) as conn:
-                    conn.execute(projection_sql.render("eventstore").create_modes)
-                    conn.execute(
-                        sql.SQL(
-                            "GRANT SELECT, INSERT, UPDATE, DELETE ON eventstore.projection_modes "
-                            "TO {}"
-                        ).format(sql.Identifier(str(urlsplit(app).username)))
-                    )
+                # The owner migrates (0008 creates the table) and grants again.
+                migrate.upgrade(owner)
+                assert main(["grants", str(urlsplit(app).username), "--apply", "--url", owner]) == 0
                 await manager.prepare(Tally())  # registers the version's mode row
-                await manager.set_mode("tally", "inline", timeout=20)
-                with engine.begin() as conn:
-                    inline.append("a-1", tick(3), conn=conn)
-                    assert read_model(app)["a-1"][0] == 2  # not committed yet
-                assert read_model(app)["a-1"][0] == 3  # applied by its own transaction
-                await manager.set_mode("tally", "daemon", timeout=20)
-                with engine.begin() as conn:
-                    result = inline.append("a-1", tick(4), conn=conn)
-                await manager.wait_for(Tally, result, timeout=20)
-                await manager.wait_until_caught_up(Tally, timeout=20)
+                await inline_then_daemon(app, inline, manager, 3)
                 dead = await manager.subscriptions.dead_letters("projection:tally:v1")
         assert dead == []
         assert read_model(app) == replay_of_log(app)
