@@ -22,7 +22,6 @@ import typing
 import uuid
 from typing import Any, Final
 
-import annotated_types
 import pydantic
 
 __all__ = ["LossyValueError", "as_stored", "may_change", "numbers_kept", "same"]
@@ -87,9 +86,7 @@ def _model_kept(model: type[pydantic.BaseModel], seen: set[type[Any]]) -> bool:
 
 def _constraint(item: object) -> bool:
     """Tells whether field metadata is a plain constraint (``Field(ge=0)``, ``MaxLen``)."""
-    return type(item).__module__ in {"annotated_types", "pydantic.types", "pydantic.fields"} or (
-        isinstance(item, annotated_types.BaseMetadata)
-    )
+    return type(item).__module__ in {"annotated_types", "pydantic.types", "pydantic.fields"}
 
 
 def _annotation_kept(annotation: Any, seen: set[type[Any]]) -> bool:
