@@ -48,7 +48,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -171,7 +171,7 @@ def fill(url: str, events: int) -> None:
 
 async def relay_round(url: str, name: str, publisher: Publisher, events: int) -> float:
     """Publishes every event through a relay from the log's start; returns the seconds."""
-    relay = Relay(name, publisher, source="//bench", batch_size=BATCH, enqueued=False)
+    relay = Relay(name, publisher, source="//bench", max_in_flight=BATCH, enqueued=False)
     group = RelayGroup(REGISTRY, (relay,))
     with SubscriptionStore(url, registry=REGISTRY) as steering:
         steering.reset(relay.subscription.name, to_end=False)  # nothing on the first round
@@ -221,6 +221,21 @@ async def nats_stored(js: JetStreamContext, name: str) -> int:
     return int((await js.stream_info(name)).state.messages)
 
 
+async def in_flight(limit: int, calls: Iterator[Coroutine[Any, Any, Any]]) -> None:
+    """Runs the calls with ``limit`` of them under way at any time: a sliding window, each
+    call starting as soon as one returns (the strongest plain loop with that many in
+    flight; the first error propagates)."""
+    running: set[asyncio.Future[Any]] = set()
+    for call in calls:
+        if len(running) >= limit:
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        running.add(asyncio.ensure_future(call))
+    for task in asyncio.as_completed(running):
+        await task
+
+
 async def raw_nats(server: str, stream: str, messages: Sequence[Message]) -> float:
     prepared = []
     for message in messages:
@@ -231,10 +246,7 @@ async def raw_nats(server: str, stream: str, messages: Sequence[Message]) -> flo
     started = time.perf_counter()
     client = await nats.connect(server)
     js = client.jetstream(timeout=10)
-    for at in range(0, len(prepared), BATCH):
-        await asyncio.gather(
-            *(js.publish(s, d, headers=h, timeout=10) for s, d, h in prepared[at : at + BATCH])
-        )
+    await in_flight(BATCH, (js.publish(s, d, headers=h, timeout=10) for s, d, h in prepared))
     elapsed = time.perf_counter() - started
     await client.close()
     return elapsed
@@ -303,13 +315,9 @@ async def raw_rabbitmq(url: str, messages: Sequence[Message]) -> float:
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         exchange = await channel.get_exchange(EXCHANGE, ensure=False)
-        for at in range(0, len(prepared), BATCH):
-            await asyncio.gather(
-                *(
-                    exchange.publish(m, key, mandatory=True, timeout=10)
-                    for m, key in prepared[at : at + BATCH]
-                )
-            )
+        await in_flight(
+            BATCH, (exchange.publish(m, key, mandatory=True, timeout=10) for m, key in prepared)
+        )
         elapsed = time.perf_counter() - started
     return elapsed
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -236,13 +237,53 @@ def message_from_event(event: RecordedEvent[Event], source: str) -> Message:
 def binary_headers(message: Message, prefix: str) -> dict[str, str]:
     """Returns the attributes as headers named ``prefix + name`` (CloudEvents binary mode).
 
-    ``datacontenttype`` is left out: each broker has a native content type for it.
+    ``datacontenttype`` is left out: each broker has a native content type for it. The
+    same as `Message.attributes` with the names prefixed, built in one go (it runs for
+    every message a relay sends).
     """
-    return {
-        prefix + name: value
-        for name, value in message.attributes().items()
-        if name != "datacontenttype"
+    names = _prefixed(prefix)
+    headers = {
+        names[0]: SPEC_VERSION,
+        names[1]: message.id,
+        names[2]: message.source,
+        names[3]: message.type,
+        names[4]: message.time.isoformat(),
+        names[5]: message.stream_id,
+        names[6]: str(message.stream_version),
+        names[7]: str(message.global_position),
     }
+    if message.subject is not None:
+        headers[names[8]] = message.subject
+    if message.correlation_id is not None:
+        headers[names[9]] = message.correlation_id
+    if message.causation_id is not None:
+        headers[names[10]] = message.causation_id
+    if message.traceparent is not None:
+        headers[names[11]] = message.traceparent
+    for name, value in message.extensions.items():
+        headers[prefix + name] = value
+    return headers
+
+
+_HEADER_NAMES: Final = (
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "partitionkey",
+    "streamversion",
+    "globalposition",
+    "subject",
+    "correlationid",
+    "causationid",
+    "traceparent",
+)
+
+
+@functools.cache
+def _prefixed(prefix: str) -> tuple[str, ...]:
+    return tuple(prefix + name for name in _HEADER_NAMES)
 
 
 def message_from_headers(

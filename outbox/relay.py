@@ -8,11 +8,12 @@ and the commit means the batch is read and published again: delivery is at least
 and the message id (the event id) is the key to drop duplicates by.
 
 Order. Within a batch, a stream's messages are published one after the other, each
-only once the previous one is confirmed; different streams' messages go out together
-("waves": the first message of every stream, then the second, ...). A later event of a
-stream is therefore never sent before an earlier one is confirmed, and the engine never
-gives another batch of the shard (or another runner) the stream's next events before
-this batch committed.
+only once the previous one is confirmed; different streams' messages go out together,
+up to ``max_in_flight`` unconfirmed at any time, in publisher calls of a quarter of that
+(`publish_in_order`: a sliding window, so the broker always has work while earlier
+calls wait for their confirmations). A later event of a stream is therefore never sent
+before an earlier one is confirmed, and the engine never gives another batch of the
+shard (or another runner) the stream's next events before this batch committed.
 
 Failures. A `TransientPublishError` (broker down, a timeout) is in the subscription's
 ``transient`` classes: the batch rolls back and is retried with backoff, nothing is
@@ -35,9 +36,10 @@ not send them again (see `_RelayHandler`): the refused message is retried, not t
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 from eventstore.errors import ConfigurationError
@@ -55,12 +57,12 @@ from eventstore.subscriptions.engine_async import retry_dead_letters
 from eventstore.subscriptions.runner import SubscriptionRunner
 from eventstore.subscriptions.subscription import Start
 from outbox.enqueue import OutboxMessage
-from outbox.errors import TransientPublishError
+from outbox.errors import PermanentPublishError, TransientPublishError
 from outbox.message import Mapper, Message, message_from_event
 from outbox.publisher import Publisher
 from outbox.tracing import publishing
 
-__all__ = ["RELAY_PREFIX", "Relay", "RelayGroup", "waves"]
+__all__ = ["RELAY_PREFIX", "Relay", "RelayGroup", "publish_in_order"]
 
 logger = logging.getLogger("outbox.relay")
 
@@ -81,7 +83,12 @@ class Relay:
     - ``enqueued``: also deliver the `OutboxMessage` s enqueued with `enqueue` (those
       whose ``destination`` is None or this relay's name), whatever the filters above.
     - ``batch_size``, ``shards``, ``retries``, ``start``: the subscription's (see
-      `Subscription`); several relay processes share the shards, each stream in one.
+      `Subscription`); several relay processes share the shards, each stream in one. A
+      batch is one database transaction that commits the checkpoint once the broker has
+      confirmed all of it: large batches spread that transaction's cost over more
+      messages, and a crash sends at most one batch again.
+    - ``max_in_flight``: most messages sent and not yet confirmed at any time (a
+      stream's messages are never in flight together).
     - ``publish_timeout``: seconds to wait for the broker's confirmation of a call;
       beyond it the batch is postponed as if the broker were down.
     """
@@ -96,11 +103,12 @@ class Relay:
         stream_prefixes: Sequence[str] | None = None,
         mapper: Mapper | None = None,
         enqueued: bool = True,
-        batch_size: int = 100,
+        batch_size: int = 1000,
         shards: int = 1,
         retries: int = 3,
         start: Start = "beginning",
         publish_timeout: float = 30.0,
+        max_in_flight: int = 100,
     ) -> None:
         if not isinstance(publisher, Publisher):
             raise ConfigurationError(f"relay {name!r}: {publisher!r} is not a Publisher")
@@ -108,7 +116,12 @@ class Relay:
             raise ConfigurationError(f"relay {name!r}: source must be a non-empty URI reference")
         if isinstance(stream_prefixes, str):
             stream_prefixes = (stream_prefixes,)
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+            raise ConfigurationError(f"relay {name!r}: max_in_flight must be an int >= 1")
+        if max_in_flight < 1:
+            raise ConfigurationError(f"relay {name!r}: max_in_flight must be an int >= 1")
         self.name = name
+        self.max_in_flight = max_in_flight
         self.publisher = publisher
         self.source = source
         self.mapper = mapper
@@ -179,7 +192,7 @@ class Relay:
 
 
 class _RelayHandler:
-    """Publishes a batch in waves and returns once the broker confirmed all of it.
+    """Publishes a batch, each stream in order, and returns once the broker confirmed all of it.
 
     It remembers, per shard, the messages the broker confirmed in the current batch
     transaction: the engine's retries and its narrowing down of a failing batch call the
@@ -196,9 +209,12 @@ class _RelayHandler:
         messages = self._relay.messages(batch.events)
         # A replay (events handled again on purpose) always publishes everything.
         confirmed = set() if batch.replay else await self._confirmed_in(batch.shard, conn)
-        for wave in waves([m for m in messages if m.id not in confirmed]):
-            await self._relay.publish(wave)
-            confirmed.update(m.id for m in wave)
+        await publish_in_order(
+            [m for m in messages if m.id not in confirmed],
+            self._relay.publish,
+            self._relay.max_in_flight,
+            confirmed,
+        )
 
     async def _confirmed_in(self, shard: int, conn: Any) -> set[str]:
         """Returns the ids the broker confirmed so far in this batch transaction."""
@@ -213,21 +229,56 @@ class _RelayHandler:
         return known[1]
 
 
-def waves(messages: Sequence[Message]) -> list[list[Message]]:
-    """Splits messages into calls that each hold at most one message per stream, in order.
+async def publish_in_order(
+    messages: Sequence[Message],
+    publish: Callable[[Sequence[Message]], Awaitable[None]],
+    max_in_flight: int,
+    confirmed: set[str],
+) -> None:
+    """Publishes messages with at most ``max_in_flight`` unconfirmed, each stream in order.
 
-    The first wave holds every stream's first message, the second every stream's second,
-    and so on: a stream's next message is sent only after its previous one is confirmed.
+    A stream's next message is sent only once its previous one is confirmed; messages of
+    different streams go out concurrently, in calls of up to a quarter of
+    ``max_in_flight`` (a sliding window: a call that returns frees room for the next at
+    once). The ids of confirmed calls are added to ``confirmed`` as they return. When a
+    call raises, no new call starts; the calls under way are awaited (what they confirm
+    is kept) and the first error is raised, a refusal (`PermanentPublishError`) before an
+    outage.
     """
-    result: list[list[Message]] = []
-    seen: dict[str, int] = {}
+    queues: dict[str, collections.deque[Message]] = {}
     for message in messages:
-        nth = seen.get(message.stream_id, 0)
-        seen[message.stream_id] = nth + 1
-        if nth == len(result):
-            result.append([])
-        result[nth].append(message)
-    return result
+        queue = queues.get(message.stream_id)
+        if queue is None:
+            queue = queues[message.stream_id] = collections.deque()
+        queue.append(message)
+    ready = collections.deque(queues)  # streams whose next message may go now
+    chunk = max(1, -(-max_in_flight // 4))
+    running: dict[asyncio.Task[None], Sequence[Message]] = {}
+    room = max_in_flight
+    failures: list[BaseException] = []
+    try:
+        while (ready and not failures) or running:
+            while ready and room and not failures:
+                size = min(chunk, room, len(ready))
+                call = [queues[ready.popleft()].popleft() for _ in range(size)]
+                running[asyncio.ensure_future(publish(call))] = call
+                room -= size
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                sent = running.pop(task)
+                room += len(sent)
+                error = task.exception()
+                if error is not None:
+                    failures.append(error)
+                    continue
+                confirmed.update(m.id for m in sent)
+                ready.extend(m.stream_id for m in sent if queues[m.stream_id])
+    finally:
+        for task in running:  # cancelled from outside (a stop, a timeout)
+            task.cancel()
+    if failures:
+        refusals = [f for f in failures if isinstance(f, PermanentPublishError)]
+        raise (refusals or failures)[0]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

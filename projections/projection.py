@@ -188,6 +188,11 @@ class _Definition:
     stream_prefix: ClassVar[str | None] = None
     # What handlers get: a SQLAlchemy Connection, a Session, or the psycopg connection.
     connection: ClassVar[ConnectionKind] = "sqlalchemy"
+    # With the psycopg connection, a batch's handlers run in psycopg's pipeline mode: each
+    # statement is sent without waiting for its result (a handler that reads a result
+    # waits for it then). An error then surfaces when the batch's statements are synced,
+    # not at the statement: set False for handlers that catch their own statements' errors.
+    pipeline: ClassVar[bool] = True
     batch_size: ClassVar[int] = 500
     shards: ClassVar[int] = 1
     on_failure: ClassVar[FailurePolicy] = "park"

@@ -124,7 +124,12 @@ class _SyncHandler:
         replay = _replay(batch, None if row is None else str(row[0]), self.projection)
         assert row is not None  # _replay refused a missing row
         events = _not_inline(batch.events, row[1], row[2])
-        if events:
+        if not events:
+            return
+        if conn is raw and self.projection.pipeline:
+            with raw.pipeline():
+                self.projection.handle_batch(events, conn, replay=replay)
+        else:
             self.projection.handle_batch(events, conn, replay=replay)
 
 
@@ -160,5 +165,10 @@ class _AsyncHandler:
         replay = _replay(batch, None if row is None else str(row[0]), self.projection)
         assert row is not None  # _replay refused a missing row
         events = _not_inline(batch.events, row[1], row[2])
-        if events:
+        if not events:
+            return
+        if conn is raw and self.projection.pipeline:
+            async with raw.pipeline():
+                await self.projection.handle_batch(events, conn, replay=replay)
+        else:
             await self.projection.handle_batch(events, conn, replay=replay)

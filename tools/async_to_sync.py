@@ -61,6 +61,7 @@ RENAMES: Final[Mapping[str, str]] = {
     "AbstractAsyncContextManager": "AbstractContextManager",
     "ALock": "Lock",
     "asleep": "sleep",
+    "aspawn": "spawn",
 }
 
 # What a source should use instead of an asyncio attribute, for the error message.

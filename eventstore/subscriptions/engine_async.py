@@ -29,6 +29,7 @@ from typing import Any
 import tenacity
 
 from eventstore import _rows
+from eventstore._acompat import AsyncHandle, aspawn
 from eventstore.errors import InvalidEventError, UnknownEventTypeError, UpcastError
 from eventstore.events import Event, RecordedEvent
 from eventstore.postgres.subscriptions_async import AsyncSubscriptionStore
@@ -41,6 +42,7 @@ from eventstore.subscriptions.records import (
     StepResult,
 )
 from eventstore.subscriptions.subscription import Batch, Subscription
+from eventstore.subscriptions.window import Window
 
 __all__ = ["AsyncShardWorker", "discard_dead_letters", "retry_dead_letters"]
 
@@ -81,6 +83,8 @@ class AsyncShardWorker:
         self.shard = shard
         self.epoch = epoch
         self.lease_ttl = lease_ttl
+        # The next page of the window, read while the handler works on this one.
+        self._ahead: tuple[Window, AsyncHandle[list[_rows.RawRow] | None]] | None = None
 
     async def step(self) -> StepResult:
         """Runs one cycle; raises `FencedError` when the shard is no longer this worker's."""
@@ -116,8 +120,50 @@ class AsyncShardWorker:
             if checkpoint.status != "running":
                 return StepResult(0, True, checkpoint.status)
             window, live = await self.source.open_window(conn, checkpoint.window, checkpoint.now)
-            rows = await self.source.page(
-                conn,
+            rows = await self._page(conn, window)
+            drained = len(rows) < sub.batch_size
+            moved = window.advanced(rows[-1][0]) if rows else window
+            if drained:
+                moved = moved.drained()
+            else:
+                self._ahead = (moved, aspawn(self._read_ahead, moved))
+            handled = await self._handle(conn, target, rows, checkpoint.holds_streams)
+            if moved != checkpoint.window and not await self.source.save_checkpoint(
+                conn, sub.name, self.shard, self.epoch, moved, handled, self.lease_ttl
+            ):
+                raise FencedError(sub.name, self.shard)
+        return StepResult(len(rows), drained and live)
+
+    async def _page(self, conn: Any, window: Window) -> list[_rows.RawRow]:
+        """Returns the window's next page: the one read ahead if it is that window's."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == window:
+            rows = await ahead[1].join()
+            if rows is not None:
+                return rows
+        sub = self.subscription
+        return await self.source.page(
+            conn,
+            window,
+            shard=self.shard,
+            shards=sub.shards,
+            limit=sub.batch_size,
+            event_types=sub.type_names,
+            stream_prefix=sub.stream_prefix,
+        )
+
+    async def _read_ahead(self, window: Window) -> list[_rows.RawRow] | None:
+        """Reads the page after this batch's on a connection of its own, or None on failure.
+
+        A page of an open window is the same whoever reads it, whenever: it holds events of
+        transactions that had committed when the window's ``high`` snapshot was taken, in
+        position order. So the next batch can use it if its checkpoint turns out to be at
+        exactly that window (this batch committed, nobody else moved it); any failure here
+        just means the next batch reads the page itself.
+        """
+        sub = self.subscription
+        try:
+            return await self.source.read_page(
                 window,
                 shard=self.shard,
                 shards=sub.shards,
@@ -125,16 +171,9 @@ class AsyncShardWorker:
                 event_types=sub.type_names,
                 stream_prefix=sub.stream_prefix,
             )
-            handled = await self._handle(conn, target, rows, checkpoint.holds_streams)
-            drained = len(rows) < sub.batch_size
-            moved = window.advanced(rows[-1][0]) if rows else window
-            if drained:
-                moved = moved.drained()
-            if moved != checkpoint.window and not await self.source.save_checkpoint(
-                conn, sub.name, self.shard, self.epoch, moved, handled, self.lease_ttl
-            ):
-                raise FencedError(sub.name, self.shard)
-        return StepResult(len(rows), drained and live)
+        except Exception:
+            logger.debug("reading ahead failed", exc_info=True)
+            return None
 
     async def _handle(
         self, conn: Any, target: Any, rows: Sequence[_rows.RawRow], holds_streams: bool

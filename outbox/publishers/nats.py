@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final
@@ -30,7 +32,7 @@ import nats.errors
 import nats.js.errors
 import psycopg
 from nats.aio.client import Client
-from nats.js import JetStreamContext
+from nats.aio.msg import Msg
 
 from eventstore.errors import InvalidArgumentError
 from eventstore.postgres.schema import DEFAULT_SCHEMA
@@ -46,6 +48,9 @@ HEADER_PREFIX: Final = "ce-"
 MSG_ID: Final = "Nats-Msg-Id"
 # JetStream's error code for "message size exceeds maximum allowed" (the stream's limit).
 _TOO_LARGE: Final = 10054
+EXPECTED_STREAM: Final = "Nats-Expected-Stream"
+STATUS: Final = "Status"
+NO_RESPONDERS: Final = "503"
 Subject = str | Callable[[Message], str]
 
 
@@ -75,22 +80,42 @@ class NatsPublisher:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._client: Client | None = None
-        self._js: JetStreamContext | None = None
+        self._acks: _Acks | None = None
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"NatsPublisher({self.servers!r})"
 
     async def publish(self, messages: Sequence[Message]) -> None:
-        """Publishes the messages together and waits for JetStream's ack of each."""
+        """Publishes the messages together and waits for JetStream's ack of each.
+
+        The messages go out back to back, each with a reply subject of this publisher's
+        own (one subscription for all of them, see `_Acks`), and the call waits for every
+        ack with one deadline, ``timeout``: no request and no timer per message.
+        """
         if not messages:
             return
-        js = await self._open()
-        outcomes = await asyncio.gather(
-            *(self._publish_one(js, m) for m in messages), return_exceptions=True
-        )
+        acks = await self._open()
+        outcomes: list[asyncio.Future[Any] | BaseException] = []
+        for message in messages:
+            headers = binary_headers(message, HEADER_PREFIX)
+            headers[MSG_ID] = message.id
+            headers["Content-Type"] = message.datacontenttype
+            if self.stream is not None:
+                headers[EXPECTED_STREAM] = self.stream
+            try:
+                outcomes.append(await acks.publish(self._subject(message), message.data, headers))
+            except Exception as exc:  # too large, a lost connection: that message only
+                outcomes.append(exc)
+        waiting = [o for o in outcomes if isinstance(o, asyncio.Future)]
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=self.timeout)
+            for future in late:
+                future.cancel()
         failures = [
-            _failure(m, o) for m, o in zip(messages, outcomes, strict=True) if o is not None
+            _failure(m, r)
+            for m, r in zip(messages, map(_outcome, outcomes), strict=True)
+            if r is not None
         ]
         if any(isinstance(f, TransientPublishError) for f in failures):
             await self.close()
@@ -100,18 +125,6 @@ class NatsPublisher:
         for failure in failures:
             raise failure
 
-    async def _publish_one(self, js: JetStreamContext, message: Message) -> None:
-        headers = binary_headers(message, HEADER_PREFIX)
-        headers[MSG_ID] = message.id
-        headers["Content-Type"] = message.datacontenttype
-        await js.publish(
-            self._subject(message),
-            message.data,
-            timeout=self.timeout,
-            stream=self.stream,
-            headers=headers,
-        )
-
     def _subject(self, message: Message) -> str:
         if self.subject is None:
             return f"events.{message.type}"
@@ -119,10 +132,10 @@ class NatsPublisher:
             return self.subject
         return self.subject(message)
 
-    async def _open(self) -> JetStreamContext:
+    async def _open(self) -> _Acks:
         async with self._lock:
-            if self._js is not None and self._client is not None and self._client.is_connected:
-                return self._js
+            if self._acks is not None and self._client is not None and self._client.is_connected:
+                return self._acks
             await self._close()
             try:
                 self._client = await nats.connect(
@@ -135,10 +148,10 @@ class NatsPublisher:
                     reconnect_time_wait=0,
                     error_cb=_log_error,
                 )
+                self._acks = await _Acks.start(self._client)
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 raise TransientPublishError(f"cannot connect to NATS: {_describe(exc)}") from exc
-            self._js = self._client.jetstream(timeout=self.timeout)
-            return self._js
+            return self._acks
 
     async def close(self) -> None:
         """Closes the connection (the next publish opens a new one)."""
@@ -146,10 +159,81 @@ class NatsPublisher:
             await self._close()
 
     async def _close(self) -> None:
-        client, self._client, self._js = self._client, None, None
+        client, self._client, self._acks = self._client, None, None
         if client is not None and not client.is_closed:
             with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
                 await client.close()
+
+
+class _Acks:
+    """Publishes to JetStream with a reply subject each, and matches the acks to them.
+
+    One wildcard subscription on a fresh inbox takes every ack; each publish gets a
+    future, resolved with the ack's outcome (None, or the error JetStream answered). It
+    is what nats-py's ``publish_async`` does, minus a semaphore per message, and with
+    JetStream's error replies turned into errors (nats-py 2.x raises those inside its
+    reply callback, so their futures never complete).
+    """
+
+    def __init__(self, client: Client, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._tokens = itertools.count()
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+
+    @classmethod
+    async def start(cls, client: Client) -> _Acks:
+        acks = cls(client, client.new_inbox() + ".")
+        await client.subscribe(acks._prefix + "*", cb=acks._reply)
+        return acks
+
+    async def publish(
+        self, subject: str, data: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[None]:
+        token = str(next(self._tokens))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda _: self._waiting.pop(token, None))
+        self._waiting[token] = future
+        try:
+            await self._client.publish(subject, data, reply=self._prefix + token, headers=headers)
+        except BaseException:
+            future.cancel()
+            raise
+        return future
+
+    async def _reply(self, msg: Msg) -> None:
+        future = self._waiting.get(msg.subject[len(self._prefix) :])
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get(STATUS) == NO_RESPONDERS:
+            future.set_exception(nats.js.errors.NoStreamResponseError())
+            return
+        if b'"error"' not in msg.data:  # an ack: {"stream":...,"seq":...}, no need to parse
+            future.set_result(None)
+            return
+        try:
+            answer = json.loads(msg.data)
+        except ValueError:
+            future.set_exception(nats.errors.Error(f"not a JetStream ack: {msg.data[:100]!r}"))
+            return
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if error is None:
+            future.set_result(None)
+            return
+        try:  # nats-py returns the error for some codes and raises it for others
+            found: BaseException = nats.js.errors.APIError.from_error(error)
+        except nats.js.errors.APIError as raised:
+            found = raised
+        future.set_exception(found)
+
+
+def _outcome(outcome: asyncio.Future[Any] | BaseException) -> BaseException | None:
+    """Returns what went wrong with one message's publish, or None if JetStream acked it."""
+    if isinstance(outcome, BaseException):
+        return outcome
+    if outcome.cancelled():
+        return TimeoutError("no ack from JetStream in time")
+    return outcome.exception()
 
 
 async def _log_error(error: Exception) -> None:

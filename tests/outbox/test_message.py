@@ -1,18 +1,22 @@
-"""The envelope and the waves, without a database or a broker."""
+"""The envelope and the relay's ordered publishing, without a database or a broker."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
+import random
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from eventstore import ConfigurationError, EventMetadata, InvalidArgumentError, RecordedEvent
 from outbox import Message, OutboxMessage, message_from_event
+from outbox.errors import PermanentPublishError
 from outbox.message import binary_headers, message_from_headers
-from outbox.relay import waves
+from outbox.relay import publish_in_order
 from tests.outbox.support import Deposited
 
 RECORDED_AT = dt.datetime(2026, 12, 1, 12, 30, 5, 123456, tzinfo=dt.UTC)
@@ -90,13 +94,87 @@ def test_extension_names_follow_cloudevents_and_foreign_messages_are_refused() -
         message_from_headers({"ce-id": "1"}, "ce-", b"{}", None)
 
 
-def test_waves_hold_one_message_per_stream_each_in_stream_order() -> None:
+def test_binary_headers_are_the_attributes_but_the_content_type_with_the_prefix() -> None:
+    full = message_from_event(recorded(Deposited(amount=1)), "/bank").replace(
+        extensions={"tenant": "t1"}
+    )
+    bare = dataclasses.replace(
+        full, subject=None, correlation_id=None, causation_id=None, traceparent=None
+    ).replace(extensions={})
+    for message in (full, bare):
+        expected = {
+            "ce-" + name: value
+            for name, value in message.attributes().items()
+            if name != "datacontenttype"
+        }
+        assert binary_headers(message, "ce-") == expected
+        assert binary_headers(message, "cloudEvents:") == {
+            "cloudEvents:" + k[3:]: v for k, v in expected.items()
+        }
+
+
+def _messages(order: list[tuple[str, int]]) -> list[Message]:
     base = message_from_event(recorded(Deposited(amount=1)), "/bank")
-    stream = [("a", 1), ("b", 1), ("a", 2), ("a", 3), ("c", 1), ("b", 2)]
-    messages = [dataclasses.replace(base, stream_id=s, stream_version=v) for s, v in stream]
-    assert [[(m.stream_id, m.stream_version) for m in wave] for wave in waves(messages)] == [
-        [("a", 1), ("b", 1), ("c", 1)],
-        [("a", 2), ("b", 2)],
-        [("a", 3)],
+    return [
+        dataclasses.replace(base, id=f"{s}-{v}", stream_id=s, stream_version=v) for s, v in order
     ]
-    assert waves([]) == []
+
+
+class _Broker:
+    """Confirms calls after a varying number of loop turns, checking the relay's promises."""
+
+    def __init__(self, refuse: str | None = None) -> None:
+        self.refuse = refuse
+        self.in_flight: set[str] = set()
+        self.most = 0
+        self.confirmed: list[tuple[str, int]] = []
+        self.calls = 0
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        self.calls += 1
+        streams = [m.stream_id for m in messages]
+        assert len(set(streams)) == len(streams), "two messages of a stream in one call"
+        assert not self.in_flight & set(streams), "a stream's next message before its ack"
+        self.in_flight |= set(streams)
+        self.most = max(self.most, sum(1 for _ in self.in_flight))
+        try:
+            for _ in range(self.calls % 3 + 1):
+                await asyncio.sleep(0)
+            for message in messages:
+                if message.id == self.refuse:
+                    raise PermanentPublishError(message, "refused")
+            for message in messages:
+                if self.confirmed and message.stream_id in {s for s, _ in self.confirmed}:
+                    last = max(v for s, v in self.confirmed if s == message.stream_id)
+                    assert message.stream_version == last + 1, "out of order"
+                self.confirmed.append((message.stream_id, message.stream_version))
+        finally:
+            self.in_flight -= set(streams)
+
+
+async def test_publish_in_order_keeps_each_stream_in_order_and_the_window_bounded() -> None:
+    rng = random.Random(7)
+    counts: dict[str, int] = {}
+    order = []
+    for _ in range(500):
+        stream = f"s{rng.randrange(40)}"
+        counts[stream] = counts.get(stream, 0) + 1
+        order.append((stream, counts[stream]))
+    broker = _Broker()
+    confirmed: set[str] = set()
+    await publish_in_order(_messages(order), broker.publish, 16, confirmed)
+    assert sorted(broker.confirmed) == sorted(order)
+    assert confirmed == {f"{s}-{v}" for s, v in order}
+    assert 1 < broker.most <= 16
+    await publish_in_order([], broker.publish, 16, set())
+
+
+async def test_publish_in_order_stops_at_a_refusal_and_keeps_what_was_confirmed() -> None:
+    order = [(f"s{n % 5}", n // 5 + 1) for n in range(50)]
+    broker = _Broker(refuse="s2-3")
+    confirmed: set[str] = set()
+    with pytest.raises(PermanentPublishError, match="refused"):
+        await publish_in_order(_messages(order), broker.publish, 4, confirmed)
+    assert "s2-3" not in confirmed and "s2-4" not in confirmed
+    assert {"s2-1", "s2-2"} <= confirmed
+    assert confirmed == {f"{s}-{v}" for s, v in broker.confirmed}

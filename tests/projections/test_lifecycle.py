@@ -229,6 +229,51 @@ async def test_a_handler_failing_on_one_event_parks_it_and_the_rest_keeps_moving
     ]
 
 
+class PipelinedPicky(Projection):
+    """Writes through psycopg (pipeline mode): the database refuses bad-0@2's row."""
+
+    name = "pipelined-picky"
+    tables = (
+        sa.Table(
+            "pipelined_picky",
+            sa.MetaData(schema="read_models"),
+            sa.Column("stream_id", sa.Text, primary_key=True),
+            sa.Column("version", sa.BigInteger, primary_key=True),
+            sa.CheckConstraint("stream_id <> 'bad-0' OR version <> 2", name="no_bad_2"),
+        ),
+    )
+    connection = "psycopg"
+    retries = 1
+
+    @handles
+    def ticked(self, event: RecordedEvent[Ticked], conn: psycopg.Connection[Any]) -> None:
+        conn.execute(
+            "INSERT INTO read_models.pipelined_picky_v1 VALUES (%s, %s)",
+            (event.stream_id, event.version),
+        )
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+async def test_a_statement_failing_in_pipeline_mode_parks_exactly_its_event(
+    url: str, pipeline: bool
+) -> None:
+    append_ticks(url, streams=1, per_stream=4, prefix="bad")
+    last = append_ticks(url, streams=3, per_stream=5, prefix="good")
+    projection = type("Picky", (PipelinedPicky,), {"pipeline": pipeline})()
+    async with running(url, projection) as manager:
+        await manager.wait_for(PipelinedPicky, last, timeout=20)
+        await manager.wait_until_caught_up(PipelinedPicky, timeout=20)
+        letters = await manager.subscriptions.dead_letters("projection:pipelined-picky:v1")
+    assert [(d.stream_id, d.version, d.reason) for d in letters] == [
+        ("bad-0", 2, "handler_failed"),
+        ("bad-0", 3, "held"),
+        ("bad-0", 4, "held"),
+    ]
+    assert "no_bad_2" in (letters[0].error or "")
+    rows = query(url, "SELECT stream_id, version FROM read_models.pipelined_picky ORDER BY 1, 2")
+    assert Counter(s for s, _ in rows) == {"bad-0": 1, "good-0": 5, "good-1": 5, "good-2": 5}
+
+
 async def test_halt_stops_only_that_projection_and_others_keep_running(url: str) -> None:
     append_ticks(url, streams=1, per_stream=3, prefix="bad")
     async with running(url, Halting(), Tally()) as manager:
