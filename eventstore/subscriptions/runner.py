@@ -134,12 +134,13 @@ class SubscriptionRunner:
         shards = sum(s.shards for s in self.subscriptions.values())
         _check_engines(self.subscriptions.values(), engine, async_engine)
         # `engine` (a SQLAlchemy Engine) serves plain handlers with connection="sqlalchemy"
-        # or "session", `async_engine` (an AsyncEngine) coroutine ones.
+        # or "session", `async_engine` (an AsyncEngine) coroutine ones. A shard may hold
+        # two pooled connections at once: its batch's and the one reading ahead.
         self.store = AsyncSubscriptionStore(
             url,
             registry=registry,
             schema=schema,
-            max_size=shards + 4,
+            max_size=2 * shards + 4,
             connect_timeout=connect_timeout,
             engine=async_engine,
         )
@@ -149,7 +150,7 @@ class SubscriptionRunner:
                 url,
                 registry=registry,
                 schema=schema,
-                max_size=shards + 2,
+                max_size=2 * shards + 2,
                 connect_timeout=connect_timeout,
                 engine=engine,
             )

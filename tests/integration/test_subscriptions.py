@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
@@ -404,3 +405,60 @@ async def test_status_reports_owner_lag_and_handled_counts(url: str) -> None:
     assert [s.shard for s in shards] == [0, 1]
     assert sum(s.handled for s in shards) == 10
     assert all(s.lag_events == 0 and s.owner for s in shards)
+
+
+class _CountingStore(SubscriptionStore):
+    """Counts the pages read inside batches and the pages read ahead."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pages = 0
+        self.ahead = 0
+
+    def page(self, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():  # not the one reading ahead
+            self.pages += 1
+        return super().page(*args, **kwargs)
+
+    def read_page(self, *args: Any, **kwargs: Any) -> Any:
+        self.ahead += 1
+        return super().read_page(*args, **kwargs)
+
+
+def test_the_next_page_is_read_ahead_and_used_only_at_its_own_window(url: str) -> None:
+    from eventstore.subscriptions.engine import ShardWorker
+
+    with PostgresEventStore(url, registry=REGISTRY) as store, psycopg.connect(url) as conn:
+        with conn.transaction():  # one transaction: one window of 2,500 events
+            for n in range(2500):
+                store.append(f"ahead-{n % 50}", Credited(amount=n), conn=conn)
+    seen: list[int] = []
+    calls = 0
+
+    def handler(batch: Batch[Any], conn: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RetryLater("not now")
+        seen.extend(e.global_position for e in batch.events)
+
+    sub = Subscription("ahead", handler, batch_size=1000)
+    with _CountingStore(url, registry=REGISTRY) as source:
+        source.ensure_checkpoints(sub.name, 1, False)
+        (epoch,) = source.claim_shards(sub.name, "me", 30, 1).values()
+        worker = ShardWorker(source, sub, 0, epoch, lease_ttl=30)
+        assert worker.step().read == 1000
+        assert (source.pages, source.ahead) == (1, 1)  # the second page is on its way
+        # The second batch uses it, asks for the third, then fails and rolls back.
+        assert worker.step().status == "postponed"
+        assert (source.pages, source.ahead) == (1, 2)
+        # The checkpoint is still at the second page's window, not the third's: the page
+        # read ahead is not used, the batch reads its own (and asks for the third again).
+        assert worker.step().read == 1000
+        assert (source.pages, source.ahead) == (2, 3)
+        assert worker.step().read == 500  # the third page, read ahead
+        assert (source.pages, source.ahead) == (2, 3)
+        assert worker.step().caught_up
+    everything = sorted(seen)
+    assert len(everything) == 2500 == len(set(seen))
+    assert seen == everything
