@@ -428,10 +428,13 @@ class _CountingStore(SubscriptionStore):
 def test_the_next_page_is_read_ahead_and_used_only_at_its_own_window(url: str) -> None:
     from eventstore.subscriptions.engine import ShardWorker
 
-    with PostgresEventStore(url, registry=REGISTRY) as store, psycopg.connect(url) as conn:
-        with conn.transaction():  # one transaction: one window of 2,500 events
-            for n in range(2500):
-                store.append(f"ahead-{n % 50}", Credited(amount=n), conn=conn)
+    with (
+        PostgresEventStore(url, registry=REGISTRY) as store,
+        psycopg.connect(url) as conn,
+        conn.transaction(),  # one transaction: one window of 2,500 events
+    ):
+        for n in range(2500):
+            store.append(f"ahead-{n % 50}", Credited(amount=n), conn=conn)
     seen: list[int] = []
     calls = 0
 
