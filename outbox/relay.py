@@ -39,7 +39,7 @@ import asyncio
 import collections
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 from eventstore.errors import ConfigurationError
@@ -154,7 +154,10 @@ class Relay:
 
     def messages(self, events: Iterable[RecordedEvent[Event]]) -> list[Message]:
         """Returns the messages these events become, in order; filtered-out ones are left out."""
-        messages = []
+        return list(self.iter_messages(events))
+
+    def iter_messages(self, events: Iterable[RecordedEvent[Event]]) -> Iterator[Message]:
+        """Yields the messages these events become, one at a time (see `messages`)."""
         for event in events:
             if not self._wanted(event):
                 continue
@@ -164,8 +167,7 @@ class Relay:
                 if mapped is None:
                     continue
                 message = mapped
-            messages.append(message)
-        return messages
+            yield message
 
     def _wanted(self, event: RecordedEvent[Event]) -> bool:
         if isinstance(event.data, OutboxMessage):
@@ -206,11 +208,11 @@ class _RelayHandler:
         self._confirmed: dict[int, tuple[tuple[int, object], set[str]]] = {}
 
     async def __call__(self, batch: Batch[Any], conn: Any) -> None:
-        messages = self._relay.messages(batch.events)
         # A replay (events handled again on purpose) always publishes everything.
         confirmed = set() if batch.replay else await self._confirmed_in(batch.shard, conn)
+        already = frozenset(confirmed)
         await publish_in_order(
-            [m for m in messages if m.id not in confirmed],
+            (m for m in self._relay.iter_messages(batch.events) if m.id not in already),
             self._relay.publish,
             self._relay.max_in_flight,
             confirmed,
@@ -230,7 +232,7 @@ class _RelayHandler:
 
 
 async def publish_in_order(
-    messages: Sequence[Message],
+    messages: Iterable[Message],
     publish: Callable[[Sequence[Message]], Awaitable[None]],
     max_in_flight: int,
     confirmed: set[str],
@@ -240,39 +242,70 @@ async def publish_in_order(
     A stream's next message is sent only once its previous one is confirmed; messages of
     different streams go out concurrently, in calls of up to a quarter of
     ``max_in_flight`` (a sliding window: a call that returns frees room for the next at
-    once). The ids of confirmed calls are added to ``confirmed`` as they return. When a
-    call raises, no new call starts; the calls under way are awaited (what they confirm
-    is kept) and the first error is raised, a refusal (`PermanentPublishError`) before an
-    outage.
+    once). ``messages`` is consumed as room frees up, so the work of making a message
+    (a generator's) overlaps with the broker's work on the ones sent. The ids of confirmed
+    calls are added to ``confirmed`` as they return. When a call raises, no new call
+    starts; the calls under way are awaited (what they confirm is kept) and the first
+    error is raised, a refusal (`PermanentPublishError`) before an outage; an error of
+    ``messages`` itself is handled the same way.
     """
-    queues: dict[str, collections.deque[Message]] = {}
-    for message in messages:
-        queue = queues.get(message.stream_id)
-        if queue is None:
-            queue = queues[message.stream_id] = collections.deque()
-        queue.append(message)
-    ready = collections.deque(queues)  # streams whose next message may go now
+    source = iter(messages)
+    more = True
+    pending: dict[str, collections.deque[Message]] = {}  # per stream, not sent yet
+    busy: set[str] = set()  # streams with a message under way
+    ready: collections.deque[str] = collections.deque()  # streams whose next may go now
     chunk = max(1, -(-max_in_flight // 4))
-    running: dict[asyncio.Task[None], Sequence[Message]] = {}
+    running: dict[asyncio.Future[None], list[Message]] = {}
     room = max_in_flight
     failures: list[BaseException] = []
+
+    def pull(wanted: int) -> None:
+        """Takes messages from the source until ``wanted`` streams are ready, or it ends."""
+        nonlocal more
+        while more and len(ready) < wanted:
+            message = next(source, None)
+            if message is None:
+                more = False
+                return
+            queue = pending.get(message.stream_id)
+            if queue is None:
+                queue = pending[message.stream_id] = collections.deque()
+            if not queue and message.stream_id not in busy:
+                ready.append(message.stream_id)
+            queue.append(message)
+
     try:
-        while (ready and not failures) or running:
-            while ready and room and not failures:
-                size = min(chunk, room, len(ready))
-                call = [queues[ready.popleft()].popleft() for _ in range(size)]
+        while True:
+            while room and not failures:
+                try:
+                    pull(min(room, chunk))
+                except Exception as exc:  # a mapper raised: what is under way still counts
+                    failures.append(exc)
+                    break
+                if not ready:
+                    break
+                call = []
+                for _ in range(min(chunk, room, len(ready))):
+                    stream = ready.popleft()
+                    call.append(pending[stream].popleft())
+                    busy.add(stream)
                 running[asyncio.ensure_future(publish(call))] = call
-                room -= size
+                room -= len(call)
+            if not running:
+                break
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 sent = running.pop(task)
                 room += len(sent)
+                for message in sent:
+                    busy.discard(message.stream_id)
+                    if pending[message.stream_id]:
+                        ready.append(message.stream_id)
                 error = task.exception()
                 if error is not None:
                     failures.append(error)
-                    continue
-                confirmed.update(m.id for m in sent)
-                ready.extend(m.stream_id for m in sent if queues[m.stream_id])
+                else:
+                    confirmed.update(m.id for m in sent)
     finally:
         for task in running:  # cancelled from outside (a stop, a timeout)
             task.cancel()

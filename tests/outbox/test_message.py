@@ -7,7 +7,7 @@ import dataclasses
 import datetime as dt
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -178,3 +178,32 @@ async def test_publish_in_order_stops_at_a_refusal_and_keeps_what_was_confirmed(
     assert "s2-3" not in confirmed and "s2-4" not in confirmed
     assert {"s2-1", "s2-2"} <= confirmed
     assert confirmed == {f"{s}-{v}" for s, v in broker.confirmed}
+
+
+async def test_publish_in_order_takes_messages_as_room_frees_up_and_stops_at_their_error() -> None:
+    order = [(f"s{n % 10}", n // 10 + 1) for n in range(100)]
+    made: list[str] = []
+
+    def lazily(fail_at: int | None) -> Iterator[Message]:
+        for n, message in enumerate(_messages(order)):
+            if n == fail_at:
+                raise ValueError("mapper failed")
+            made.append(message.id)
+            yield message
+
+    broker = _Broker()
+    sent_before: list[int] = []
+    real = broker.publish
+
+    async def publish(messages: Sequence[Message]) -> None:
+        sent_before.append(len(made))
+        await real(messages)
+
+    await publish_in_order(lazily(None), publish, 8, set())
+    assert sorted(broker.confirmed) == sorted(order)
+    assert sent_before[0] <= 2 * 8  # the first call went out long before the last was made
+    made.clear()
+    confirmed: set[str] = set()
+    with pytest.raises(ValueError, match="mapper failed"):
+        await publish_in_order(lazily(50), _Broker().publish, 8, confirmed)
+    assert confirmed and confirmed <= set(made)
