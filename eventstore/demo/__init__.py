@@ -46,7 +46,7 @@ class DemoExtension(Protocol):
 
     The demo calls `start` before it opens the accounts, `while_writing` while the writers
     append (they keep appending until it returns), `check` once they have stopped, and
-    `stop` last, always, even after an error.
+    `stop` last, always, even after an error (and when `start` failed or never ran).
     """
 
     summary: str  # what its check tells when it passes, for the demo's last line
@@ -179,19 +179,18 @@ def run_demo(
     found = installed_extensions() if extensions is None else list(extensions)
     run = uuid.uuid4().hex[:8]
     print(f"demo run {run}: {writers} concurrent writers on {accounts} bank accounts")
-    parts = [(name, factory(url, schema)) for name, factory in found]
-    started_parts: list[DemoExtension] = []
+    parts: list[DemoExtension] = []
     try:
-        for _, part in parts:
-            part.start()
-            started_parts.append(part)
-        ok = write_and_check(url, schema, writers, accounts, run, [p for _, p in parts])
-        for _, part in parts:
+        for _, factory in found:
+            parts.append(factory(url, schema))
+            parts[-1].start()
+        ok = write_and_check(url, schema, writers, accounts, run, parts)
+        for part in parts:
             ok = part.check() and ok
     finally:
-        for part in reversed(started_parts):
+        for part in reversed(parts):
             part.stop()
-    claims = ["every acknowledged command is in the log", *(p.summary for _, p in parts)]
+    claims = ["every acknowledged command is in the log", *(p.summary for p in parts)]
     print(f"{'PASS' if ok else 'FAIL'}: {'; '.join(claims)}{'' if ok else ': NOT SO'}")
     if not ok:
         raise SystemExit(1)
