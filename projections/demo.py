@@ -40,11 +40,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from eventstore.demo import bank
-from eventstore.errors import ConfigurationError
 from eventstore.events import Event, RecordedEvent
 from eventstore.postgres.connections import sqlalchemy_url
 from eventstore.postgres.subscriptions import SubscriptionStore
 from eventstore.registry import EventRegistry
+from projections.errors import ProjectionError
 from projections.manager import ProjectionManager
 from projections.projection import Projection, ProjectionGroup, handles
 from projections.records import ProjectionStatus
@@ -245,7 +245,7 @@ def differences(expected: Rows, found: Rows) -> list[str]:
 _LAG_EVERY: Final = 1.0  # seconds between two lag lines
 _LIVE_LINES: Final = 3  # lag lines before the rebuild, and after the switch
 _READY_TIMEOUT: Final = 30.0
-_REBUILD_TIMEOUT: Final = 45.0
+_REBUILD_TIMEOUT: Final = 120.0  # the log grows with each run, and each rebuild replays it
 _CATCH_UP_TIMEOUT: Final = 30.0
 _STOP_TIMEOUT: Final = 15.0
 
@@ -281,7 +281,7 @@ class DaemonProcess:
     def check_running(self) -> None:
         """Raises when the daemon has exited (with the end of its log)."""
         if self._process is not None and self._process.poll() is not None:
-            raise ConfigurationError(
+            raise ProjectionError(
                 f"the projection daemon ({self.target}) exited with code "
                 f"{self._process.returncode}:\n{_tail(self._log)}"
             )
@@ -365,8 +365,8 @@ class BankReadModels:
         deadline = began + _REBUILD_TIMEOUT
         while self.manager.live_version(Balances.name) != new:
             if time.monotonic() > deadline:
-                raise ConfigurationError(f"{Balances.name} v{new} not live in {_REBUILD_TIMEOUT} s")
-            self._show_lag_after(_LAG_EVERY / 2)
+                raise ProjectionError(f"{Balances.name} v{new} not live in {_REBUILD_TIMEOUT} s")
+            self._show_lag_after(_LAG_EVERY)
         self.version = new
         print(
             f"  switched   {Balances.name} v{new} is live after {time.monotonic() - began:.1f} s, "
@@ -463,7 +463,7 @@ class BankReadModels:
             for daemon in self.daemons:
                 daemon.check_running()
             if time.monotonic() > deadline:
-                raise ConfigurationError(f"waited {timeout} s for {what}:\n{_tail(self.log)}")
+                raise ProjectionError(f"waited {timeout} s for {what}:\n{_tail(self.log)}")
             time.sleep(0.05)
 
     def _show_lag_after(self, seconds: float) -> None:
