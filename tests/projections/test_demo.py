@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import psycopg
 import pytest
 
@@ -90,3 +95,22 @@ def test_the_demo_runs_again_on_the_same_database_with_the_next_version(
             "ORDER BY table_name"
         ).fetchall()
     assert tables == [("balances",), ("balances_v3",), ("daily_totals",), ("daily_totals_v1",)]
+
+
+@pytest.mark.slow
+def test_the_demo_passes_on_the_embedded_server_with_no_database_configured(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if "DATABASE_URL" not in k}
+    env["EVENTSTORE_EMBEDDED_DIR"] = str(tmp_path / "pgdata")
+    command = [sys.executable, "-m", "eventstore", "demo", "--writers", "2", "--accounts", "20"]
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    finally:
+        from eventstore.postgres.embedded import stop_embedded_postgres
+
+        stop_embedded_postgres(tmp_path / "pgdata")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "starting the embedded Postgres" in done.stderr
+    assert "replay     bank.balances v2: 20 rows equal a replay of the log" in done.stdout
+    assert done.stdout.rstrip().endswith("every read model equals a replay of the log")
