@@ -41,6 +41,7 @@ def test_demo_runs_and_checks_itself(
     assert "replay     bank.balances v2: 200 rows equal a replay of the log" in out
     assert "replay     bank.daily_totals v1:" in out
     assert "dead       0 dead letters" in out
+    assert out.count("SIGTERM): exit 0 in") == 2  # both daemons stopped gracefully
     assert out.rstrip().endswith(
         "PASS: every acknowledged command is in the log; "
         "every read model equals a replay of the log"
