@@ -170,7 +170,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo",
         "append and read a few thousand events with concurrent writers",
         "Migrates the database, then runs the bank demo with concurrent writers and checks "
-        "that every acknowledged append is in the log.",
+        "that every acknowledged append is in the log. Installed packages run parts beside "
+        "the writers (the eventstore.demo entry-point group): projections runs the bank read "
+        "models in a daemon process, shows its lag, rebuilds one blue/green, and checks each "
+        "against a replay of the log. Exit 1 when a check fails.",
     )
     demo.add_argument("--writers", type=int, default=8, help="concurrent writer threads")
     demo.add_argument("--accounts", type=int, default=200, help="bank accounts to open")

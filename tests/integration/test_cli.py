@@ -31,7 +31,21 @@ def test_demo_runs_and_checks_itself(
     eventstore_database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["demo", "--url", eventstore_database_url, "--writers", "4"]) == EXIT_OK
-    assert "OK: every acknowledged append is in the log" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "OK: every acknowledged append is in the log" in out
+    # The read models (projections.demo): a daemon process beside the writers, its lag, a
+    # blue/green rebuild while they append, and the final check against a replay.
+    assert "daemon     `eventstore projections run projections.demo:bank_v1`" in out
+    assert "lag " in out and "balances v2 building:" in out
+    assert "switched   bank.balances v2 is live" in out
+    assert "replay     bank.balances v2: 200 rows equal a replay of the log" in out
+    assert "replay     bank.daily_totals v1:" in out
+    assert "dead       0 dead letters" in out
+    assert out.count("SIGTERM): exit 0 in") == 2  # both daemons stopped gracefully
+    assert out.rstrip().endswith(
+        "PASS: every acknowledged command is in the log; "
+        "every read model equals a replay of the log"
+    )
 
 
 @pytest.mark.slow

@@ -5,8 +5,11 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import ClassVar, assert_type
+from typing import Any, ClassVar, assert_type
 
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -44,6 +47,8 @@ from eventstore import (
 from eventstore.aggregates import Retry, idempotent_event_ids
 from eventstore.testing import Outcome, given
 from eventstore.web import etag_for, version_from_if_match
+from projections import Projection, handles
+from projections.testing import catch_up
 
 
 class Shipped(Event):
@@ -115,6 +120,37 @@ def readme() -> None:
             print("someone else wrote first:", exc.expected, exc.actual)
         balance = sum(e.data.amount for e in store.read_stream("account-42", of_type=Deposited))
         assert_type(balance, int)
+
+
+# ... and the read model of their events that follows them.
+
+readme_balances = sa.Table(
+    "balances",
+    sa.MetaData(schema="read_models"),
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("balance", sa.BigInteger),
+)
+
+
+class ReadmeBalances(Projection):
+    name = "balances"
+    tables = (readme_balances,)
+
+    @handles
+    def deposited(self, event: RecordedEvent[Deposited], conn: sa.Connection) -> None:
+        table = self.table("balances")
+        row = insert(table).values(account=event.stream_id, balance=event.data.amount)
+        added = {"balance": table.c.balance + row.excluded.balance}
+        conn.execute(row.on_conflict_do_update(index_elements=["account"], set_=added))
+
+
+def readme_read_model() -> None:
+    registry = EventRegistry([Deposited])
+    catch_up("postgresql://localhost/app", ReadmeBalances(), registry=registry)
+    with psycopg.connect("postgresql://localhost/app") as conn:
+        query = "SELECT balance FROM read_models.balances WHERE account = %s"
+        projected = conn.execute(query, ["account-42"]).fetchone()
+        assert_type(projected, tuple[Any, ...] | None)
 
 
 def reads(store: EventStore, direction: Direction) -> None:
