@@ -281,29 +281,13 @@ class SubscriptionStore:
         # rows (catching up) by walking positions from its start.
         return self._fetch(conn, self._sql.window_page, params, prepare=False)
 
-    def read_page(
-        self,
-        window: Window,
-        *,
-        shard: int,
-        shards: int,
-        limit: int,
-        event_types: Sequence[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> list[_rows.RawRow]:
-        """Returns a page of an open window (as `page`) on a pooled connection of its own."""
+    def read_page(self, window: Window, **filters: Any) -> list[_rows.RawRow]:
+        """Returns a page of an open window on a pooled connection of its own (no
+        transaction); ``filters`` are `page`'s keywords."""
         self.open()
         assert self._pool is not None
         with entered(self._pool.connection()) as conn:
-            return self.page(
-                conn,
-                window,
-                shard=shard,
-                shards=shards,
-                limit=limit,
-                event_types=event_types,
-                stream_prefix=stream_prefix,
-            )
+            return self.page(conn, window, **filters)
 
     def read_all(
         self,

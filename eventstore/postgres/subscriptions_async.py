@@ -284,29 +284,13 @@ class AsyncSubscriptionStore:
         # rows (catching up) by walking positions from its start.
         return await self._fetch(conn, self._sql.window_page, params, prepare=False)
 
-    async def read_page(
-        self,
-        window: Window,
-        *,
-        shard: int,
-        shards: int,
-        limit: int,
-        event_types: Sequence[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> list[_rows.RawRow]:
-        """Returns a page of an open window (as `page`) on a pooled connection of its own."""
+    async def read_page(self, window: Window, **filters: Any) -> list[_rows.RawRow]:
+        """Returns a page of an open window on a pooled connection of its own (no
+        transaction); ``filters`` are `page`'s keywords."""
         await self.open()
         assert self._pool is not None
         async with entered(self._pool.connection()) as conn:
-            return await self.page(
-                conn,
-                window,
-                shard=shard,
-                shards=shards,
-                limit=limit,
-                event_types=event_types,
-                stream_prefix=stream_prefix,
-            )
+            return await self.page(conn, window, **filters)
 
     async def read_all(
         self,

@@ -141,16 +141,18 @@ class AsyncShardWorker:
             rows = await ahead[1].join()
             if rows is not None:
                 return rows
+        return await self.source.page(conn, window, **self._filters())
+
+    def _filters(self) -> dict[str, Any]:
+        """Returns what selects this shard's pages (`AsyncSubscriptionStore.page`'s keywords)."""
         sub = self.subscription
-        return await self.source.page(
-            conn,
-            window,
-            shard=self.shard,
-            shards=sub.shards,
-            limit=sub.batch_size,
-            event_types=sub.type_names,
-            stream_prefix=sub.stream_prefix,
-        )
+        return {
+            "shard": self.shard,
+            "shards": sub.shards,
+            "limit": sub.batch_size,
+            "event_types": sub.type_names,
+            "stream_prefix": sub.stream_prefix,
+        }
 
     async def _read_ahead(self, window: Window) -> list[_rows.RawRow] | None:
         """Reads the page after this batch's on a connection of its own, or None on failure.
@@ -161,16 +163,8 @@ class AsyncShardWorker:
         exactly that window (this batch committed, nobody else moved it); any failure here
         just means the next batch reads the page itself.
         """
-        sub = self.subscription
         try:
-            return await self.source.read_page(
-                window,
-                shard=self.shard,
-                shards=sub.shards,
-                limit=sub.batch_size,
-                event_types=sub.type_names,
-                stream_prefix=sub.stream_prefix,
-            )
+            return await self.source.read_page(window, **self._filters())
         except Exception:
             logger.debug("reading ahead failed", exc_info=True)
             return None
