@@ -363,6 +363,19 @@ class Repository(Generic[A]):
         _check_key(idempotency_key)
         if expected_version is not None and expected_version != aggregate.version:
             raise _conflict(aggregate.stream_id, expected_version, aggregate.version)
+        return self._save(aggregate, event_ids, idempotency_key, metadata, conn, own=False)
+
+    def _save(
+        self,
+        aggregate: A,
+        event_ids: Sequence[UUID] | None,
+        idempotency_key: str | None,
+        metadata: EventMetadata | Mapping[str, Any] | None,
+        conn: ConnectionLike | None,
+        *,
+        own: bool,
+    ) -> CommandResult[A]:
+        """Appends the pending events; ``own``: ``conn`` is a `command_transaction` of ours."""
         events = aggregate.pending_events
         if not events:
             return CommandResult(aggregate, events, None)
@@ -377,14 +390,17 @@ class Repository(Generic[A]):
         previous = aggregate.version
         _aggregate.mark_saved(aggregate, result.last_version)
         if self._crosses_snapshot(previous, result.last_version):
-            self._save_snapshot(aggregate, result.event_ids[-1], conn)
+            self._save_snapshot(aggregate, result.event_ids[-1], conn, own=own)
         return CommandResult(aggregate, events, result)
 
-    def _save_snapshot(self, aggregate: A, event_id: UUID, conn: ConnectionLike | None) -> None:
+    def _save_snapshot(
+        self, aggregate: A, event_id: UUID, conn: ConnectionLike | None, *, own: bool
+    ) -> None:
         # The events are committed (or in the caller's transaction) already; a snapshot is
         # only a cache, so failing to make or write one must not fail the save, or a caller
         # who retries would apply the command twice. Only a database error inside a
         # caller's transaction propagates: that transaction is aborted and must be retried.
+        # (A `command_transaction` of ours was committed by the append: ``own``.)
         try:
             snapshot = _aggregate.to_snapshot(aggregate, event_id)
         except Exception:
@@ -393,7 +409,7 @@ class Repository(Generic[A]):
         try:
             self.store.save_snapshot(snapshot, conn=conn)
         except Exception:
-            if conn is not None:
+            if conn is not None and not own:
                 raise
             self._log_snapshot_failure(aggregate)
 
@@ -472,11 +488,14 @@ class Repository(Generic[A]):
             return self._run_once(cmd, conn, lock=False)
         if conn is not None:
             return self._run_once(cmd, conn, lock=True)
-        with self.store.transaction() as tx:
-            return self._run_once(cmd, tx, lock=True)
+        # The lock is held from its grant to the commit: in a command transaction the lock
+        # travels with the catch-up read and the commit with the append (one round trip
+        # each), so writers queue for about one round trip and a WAL flush per command.
+        with self.store.command_transaction() as tx:
+            return self._run_once(cmd, tx, lock=True, own=True)
 
     def _run_once(
-        self, cmd: _Command[A], conn: ConnectionLike | None, *, lock: bool
+        self, cmd: _Command[A], conn: ConnectionLike | None, *, lock: bool, own: bool = False
     ) -> CommandResult[A]:
         stream_id = self.stream_id_for(cmd.aggregate_id)
         watch = None if cmd.idempotency_key is None else _Watch(cmd.idempotency_key, stream_id)
@@ -498,11 +517,11 @@ class Repository(Generic[A]):
         if cmd.expected_version is not None and cmd.expected_version != aggregate.version:
             raise _conflict(stream_id, cmd.expected_version, aggregate.version)
         if watch is None or watch.whole_stream:
-            return self._decide_and_save(aggregate, cmd, conn)
+            return self._decide_and_save(aggregate, cmd, conn, own)
         # The replay started from a snapshot, so a repeat older than it went unseen: when
         # the command now fails, or its ids turn out to be stored, look at the whole stream.
         try:
-            return self._decide_and_save(aggregate, cmd, conn)
+            return self._decide_and_save(aggregate, cmd, conn, own)
         except WrongExpectedVersionError:
             raise  # retried: the next attempt reloads
         except Exception as exc:
@@ -547,7 +566,7 @@ class Repository(Generic[A]):
         return CommandResult(aggregate, tuple(r.data for r in watch.matched), repeat)
 
     def _decide_and_save(
-        self, aggregate: A, cmd: _Command[A], conn: ConnectionLike | None
+        self, aggregate: A, cmd: _Command[A], conn: ConnectionLike | None, own: bool
     ) -> CommandResult[A]:
         if inspect.isawaitable(result := cmd.command(aggregate)):
             close = getattr(result, "close", None)
@@ -556,12 +575,7 @@ class Repository(Generic[A]):
             raise TypeError(
                 "update() runs synchronous commands on the aggregate; run async work first"
             )
-        return self.save(
-            aggregate,
-            idempotency_key=cmd.idempotency_key,
-            metadata=cmd.metadata,
-            conn=conn,
-        )
+        return self._save(aggregate, None, cmd.idempotency_key, cmd.metadata, conn, own=own)
 
 
 class DeciderRepository(Generic[C, S]):
@@ -673,7 +687,7 @@ class DeciderRepository(Generic[C, S]):
             args = (aggregate_id, command, expected_version, idempotency_key, metadata)
             if not self.serialize or conn is not None:
                 return self._handle_once(*args, conn, lock=self.serialize)
-            with self.store.transaction() as tx:
+            with self.store.command_transaction() as tx:  # see AsyncRepository
                 return self._handle_once(*args, tx, lock=True)
 
         return self._retries.run(stream_id, attempts, once)
