@@ -61,6 +61,8 @@ S = TypeVar("S")
 R = TypeVar("R")
 logger = logging.getLogger("eventstore.repository")
 RetryHook = Callable[[Retry], None]
+# How many aggregates a serialising repository keeps a copy of, its most recent ones.
+WARM_AGGREGATES = 128
 
 
 class _Retries:
@@ -195,9 +197,12 @@ class Repository(Generic[A]):
 
     Commands retry on concurrent writers up to ``attempts`` times; each retry is logged at
     debug, counted in `retries` and passed to ``on_retry``. With ``serialize=True``,
-    `update` and `create` run in a transaction (theirs, or the caller's) and take the
-    stream's lock (`lock_stream`) between loading and catching up on what was written
-    meanwhile, so concurrent writers of one aggregate queue instead of retrying.
+    `update` and `create` run in a transaction (their `command_transaction`, or the
+    caller's) and take the stream's lock (`lock_stream`) between loading and catching up
+    on what was written meanwhile, so concurrent writers of one aggregate queue instead of
+    retrying. In their own transaction they keep a copy of the aggregates they last
+    committed (up to `WARM_AGGREGATES`): the next command on one of them skips the load and
+    only catches up from that copy's version, under the lock.
     """
 
     def __init__(
@@ -218,6 +223,7 @@ class Repository(Generic[A]):
         self.snapshot_every = snapshot_every
         self.serialize = serialize
         self._retries = _Retries(attempts, on_retry)
+        self._warm: dict[str, A] = {}  # aggregate id -> a copy as last committed
 
     @property
     def attempts(self) -> int:
@@ -488,18 +494,39 @@ class Repository(Generic[A]):
             return self._run_once(cmd, conn, lock=False)
         if conn is not None:
             return self._run_once(cmd, conn, lock=True)
-        # The lock is held from its grant to the commit: in a command transaction the lock
-        # travels with the catch-up read and the commit with the append (one round trip
+        # The lock is held from its grant to the commit. In a command transaction the lock
+        # travels with the catch-up read and the COMMIT with the append (one round trip
         # each), so writers queue for about one round trip and a WAL flush per command.
+        # A warm copy (popped: one command at a time uses it) replaces the load: the
+        # catch-up under the lock brings it to the stream's version, as it does a load.
+        warm = None if cmd.idempotency_key else self._warm.pop(cmd.aggregate_id, None)
         with self.store.command_transaction() as tx:
-            return self._run_once(cmd, tx, lock=True, own=True)
+            result = self._run_once(cmd, tx, lock=True, own=True, warm=warm)
+        self._keep_warm(cmd.aggregate_id, result)
+        return result
+
+    def _keep_warm(self, aggregate_id: str, result: CommandResult[A]) -> None:
+        """Keeps a copy of a committed aggregate (the caller may change the one returned)."""
+        if result.aggregate.version == 0 or (result.append and result.append.repeated):
+            return  # no stream yet (a blank would pass for one), or an earlier state
+        self._warm[aggregate_id] = result.aggregate.model_copy(deep=True)
+        if len(self._warm) > WARM_AGGREGATES:
+            self._warm.pop(next(iter(self._warm)), None)  # the least recently kept
 
     def _run_once(
-        self, cmd: _Command[A], conn: ConnectionLike | None, *, lock: bool, own: bool = False
+        self,
+        cmd: _Command[A],
+        conn: ConnectionLike | None,
+        *,
+        lock: bool,
+        own: bool = False,
+        warm: A | None = None,
     ) -> CommandResult[A]:
         stream_id = self.stream_id_for(cmd.aggregate_id)
         watch = None if cmd.idempotency_key is None else _Watch(cmd.idempotency_key, stream_id)
-        aggregate = self._load(cmd.aggregate_id, None, watch, conn)
+        aggregate = warm
+        if aggregate is None:
+            aggregate = self._load(cmd.aggregate_id, None, watch, conn)
         if lock and (watch is None or watch.repeat() is None):
             # The load ran before the lock, alongside the writer that holds it; once the
             # lock is ours, one short read applies whatever was written meanwhile.
