@@ -26,7 +26,7 @@ import inspect
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 from uuid import UUID
 
 from eventstore._acompat import sleep
@@ -62,7 +62,7 @@ R = TypeVar("R")
 logger = logging.getLogger("eventstore.repository")
 RetryHook = Callable[[Retry], None]
 # How many aggregates a serialising repository keeps a copy of, its most recent ones.
-WARM_AGGREGATES = 128
+WARM_AGGREGATES: Final = 128
 
 
 class _Retries:
