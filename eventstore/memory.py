@@ -9,7 +9,12 @@ import datetime as dt
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
 from uuid import UUID
@@ -113,6 +118,13 @@ class InMemoryEventStore:
                 raise
             finally:
                 self._open_transaction = outer
+
+    def command_transaction(self) -> AbstractContextManager[None]:
+        """Opens a `transaction`, in which the repositories' serialising mode runs a command.
+
+        Nothing travels here, so there is nothing to pipeline: it is `transaction` itself.
+        """
+        return self.transaction()
 
     def append(
         self,
@@ -361,6 +373,10 @@ class AsyncInMemoryEventStore:
                     yield None
             finally:
                 _inside.reset(token)
+
+    def command_transaction(self) -> AbstractAsyncContextManager[None]:
+        """Opens a `transaction`, in which the repositories' serialising mode runs a command."""
+        return self.transaction()
 
     async def _turn(self) -> None:
         """Waits while another task's transaction is open, so it never sees half of one."""

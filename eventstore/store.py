@@ -155,12 +155,16 @@ class EventStore(Protocol):
 
     ``lock_stream`` makes the writers of one stream queue: it takes the stream's lock in
     the transaction of ``conn`` until that transaction ends.
+    ``command_transaction`` is the transaction one serialised command runs in: on
+    Postgres its statements are pipelined and its first append commits it.
     """
 
     @property
     def registry(self) -> EventRegistry: ...
 
     def transaction(self) -> AbstractContextManager[ConnectionLike | None]: ...
+
+    def command_transaction(self) -> AbstractContextManager[ConnectionLike | None]: ...
 
     def close(self) -> None: ...
 
@@ -244,12 +248,16 @@ class AsyncEventStore(Protocol):
 
     ``lock_stream`` makes the writers of one stream queue: it takes the stream's lock in
     the transaction of ``conn`` until that transaction ends.
+    ``command_transaction`` is the transaction one serialised command runs in: on
+    Postgres its statements are pipelined and its first append commits it.
     """
 
     @property
     def registry(self) -> EventRegistry: ...
 
     def transaction(self) -> AbstractAsyncContextManager[AsyncConnectionLike | None]: ...
+
+    def command_transaction(self) -> AbstractAsyncContextManager[AsyncConnectionLike | None]: ...
 
     async def close(self) -> None: ...
 

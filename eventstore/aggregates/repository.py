@@ -26,7 +26,7 @@ import inspect
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 from uuid import UUID
 
 from eventstore._acompat import sleep
@@ -61,6 +61,8 @@ S = TypeVar("S")
 R = TypeVar("R")
 logger = logging.getLogger("eventstore.repository")
 RetryHook = Callable[[Retry], None]
+# How many aggregates a serialising repository keeps a copy of, its most recent ones.
+WARM_AGGREGATES: Final = 128
 
 
 class _Retries:
@@ -195,9 +197,12 @@ class Repository(Generic[A]):
 
     Commands retry on concurrent writers up to ``attempts`` times; each retry is logged at
     debug, counted in `retries` and passed to ``on_retry``. With ``serialize=True``,
-    `update` and `create` run in a transaction (theirs, or the caller's) and take the
-    stream's lock (`lock_stream`) between loading and catching up on what was written
-    meanwhile, so concurrent writers of one aggregate queue instead of retrying.
+    `update` and `create` run in a transaction (their `command_transaction`, or the
+    caller's) and take the stream's lock (`lock_stream`) between loading and catching up
+    on what was written meanwhile, so concurrent writers of one aggregate queue instead of
+    retrying. In their own transaction they keep a copy of the aggregates they last
+    committed (up to `WARM_AGGREGATES`): the next command on one of them skips the load and
+    only catches up from that copy's version, under the lock.
     """
 
     def __init__(
@@ -218,6 +223,7 @@ class Repository(Generic[A]):
         self.snapshot_every = snapshot_every
         self.serialize = serialize
         self._retries = _Retries(attempts, on_retry)
+        self._warm: dict[str, A] = {}  # aggregate id -> a copy as last committed
 
     @property
     def attempts(self) -> int:
@@ -363,6 +369,19 @@ class Repository(Generic[A]):
         _check_key(idempotency_key)
         if expected_version is not None and expected_version != aggregate.version:
             raise _conflict(aggregate.stream_id, expected_version, aggregate.version)
+        return self._save(aggregate, event_ids, idempotency_key, metadata, conn, own=False)
+
+    def _save(
+        self,
+        aggregate: A,
+        event_ids: Sequence[UUID] | None,
+        idempotency_key: str | None,
+        metadata: EventMetadata | Mapping[str, Any] | None,
+        conn: ConnectionLike | None,
+        *,
+        own: bool,
+    ) -> CommandResult[A]:
+        """Appends the pending events; ``own``: ``conn`` is a `command_transaction` of ours."""
         events = aggregate.pending_events
         if not events:
             return CommandResult(aggregate, events, None)
@@ -377,14 +396,17 @@ class Repository(Generic[A]):
         previous = aggregate.version
         _aggregate.mark_saved(aggregate, result.last_version)
         if self._crosses_snapshot(previous, result.last_version):
-            self._save_snapshot(aggregate, result.event_ids[-1], conn)
+            self._save_snapshot(aggregate, result.event_ids[-1], conn, own=own)
         return CommandResult(aggregate, events, result)
 
-    def _save_snapshot(self, aggregate: A, event_id: UUID, conn: ConnectionLike | None) -> None:
+    def _save_snapshot(
+        self, aggregate: A, event_id: UUID, conn: ConnectionLike | None, *, own: bool
+    ) -> None:
         # The events are committed (or in the caller's transaction) already; a snapshot is
         # only a cache, so failing to make or write one must not fail the save, or a caller
         # who retries would apply the command twice. Only a database error inside a
         # caller's transaction propagates: that transaction is aborted and must be retried.
+        # (A `command_transaction` of ours was committed by the append: ``own``.)
         try:
             snapshot = _aggregate.to_snapshot(aggregate, event_id)
         except Exception:
@@ -393,7 +415,7 @@ class Repository(Generic[A]):
         try:
             self.store.save_snapshot(snapshot, conn=conn)
         except Exception:
-            if conn is not None:
+            if conn is not None and not own:
                 raise
             self._log_snapshot_failure(aggregate)
 
@@ -472,15 +494,39 @@ class Repository(Generic[A]):
             return self._run_once(cmd, conn, lock=False)
         if conn is not None:
             return self._run_once(cmd, conn, lock=True)
-        with self.store.transaction() as tx:
-            return self._run_once(cmd, tx, lock=True)
+        # The lock is held from its grant to the commit. In a command transaction the lock
+        # travels with the catch-up read and the COMMIT with the append (one round trip
+        # each), so writers queue for about one round trip and a WAL flush per command.
+        # A warm copy (popped: one command at a time uses it) replaces the load: the
+        # catch-up under the lock brings it to the stream's version, as it does a load.
+        warm = None if cmd.idempotency_key else self._warm.pop(cmd.aggregate_id, None)
+        with self.store.command_transaction() as tx:
+            result = self._run_once(cmd, tx, lock=True, own=True, warm=warm)
+        self._keep_warm(cmd.aggregate_id, result)
+        return result
+
+    def _keep_warm(self, aggregate_id: str, result: CommandResult[A]) -> None:
+        """Keeps a copy of a committed aggregate (the caller may change the one returned)."""
+        if result.aggregate.version == 0 or (result.append and result.append.repeated):
+            return  # no stream yet (a blank would pass for one), or an earlier state
+        self._warm[aggregate_id] = result.aggregate.model_copy(deep=True)
+        if len(self._warm) > WARM_AGGREGATES:
+            self._warm.pop(next(iter(self._warm)), None)  # the least recently kept
 
     def _run_once(
-        self, cmd: _Command[A], conn: ConnectionLike | None, *, lock: bool
+        self,
+        cmd: _Command[A],
+        conn: ConnectionLike | None,
+        *,
+        lock: bool,
+        own: bool = False,
+        warm: A | None = None,
     ) -> CommandResult[A]:
         stream_id = self.stream_id_for(cmd.aggregate_id)
         watch = None if cmd.idempotency_key is None else _Watch(cmd.idempotency_key, stream_id)
-        aggregate = self._load(cmd.aggregate_id, None, watch, conn)
+        aggregate = warm
+        if aggregate is None:
+            aggregate = self._load(cmd.aggregate_id, None, watch, conn)
         if lock and (watch is None or watch.repeat() is None):
             # The load ran before the lock, alongside the writer that holds it; once the
             # lock is ours, one short read applies whatever was written meanwhile.
@@ -498,11 +544,11 @@ class Repository(Generic[A]):
         if cmd.expected_version is not None and cmd.expected_version != aggregate.version:
             raise _conflict(stream_id, cmd.expected_version, aggregate.version)
         if watch is None or watch.whole_stream:
-            return self._decide_and_save(aggregate, cmd, conn)
+            return self._decide_and_save(aggregate, cmd, conn, own)
         # The replay started from a snapshot, so a repeat older than it went unseen: when
         # the command now fails, or its ids turn out to be stored, look at the whole stream.
         try:
-            return self._decide_and_save(aggregate, cmd, conn)
+            return self._decide_and_save(aggregate, cmd, conn, own)
         except WrongExpectedVersionError:
             raise  # retried: the next attempt reloads
         except Exception as exc:
@@ -547,7 +593,7 @@ class Repository(Generic[A]):
         return CommandResult(aggregate, tuple(r.data for r in watch.matched), repeat)
 
     def _decide_and_save(
-        self, aggregate: A, cmd: _Command[A], conn: ConnectionLike | None
+        self, aggregate: A, cmd: _Command[A], conn: ConnectionLike | None, own: bool
     ) -> CommandResult[A]:
         if inspect.isawaitable(result := cmd.command(aggregate)):
             close = getattr(result, "close", None)
@@ -556,12 +602,7 @@ class Repository(Generic[A]):
             raise TypeError(
                 "update() runs synchronous commands on the aggregate; run async work first"
             )
-        return self.save(
-            aggregate,
-            idempotency_key=cmd.idempotency_key,
-            metadata=cmd.metadata,
-            conn=conn,
-        )
+        return self._save(aggregate, None, cmd.idempotency_key, cmd.metadata, conn, own=own)
 
 
 class DeciderRepository(Generic[C, S]):
@@ -673,7 +714,7 @@ class DeciderRepository(Generic[C, S]):
             args = (aggregate_id, command, expected_version, idempotency_key, metadata)
             if not self.serialize or conn is not None:
                 return self._handle_once(*args, conn, lock=self.serialize)
-            with self.store.transaction() as tx:
+            with self.store.command_transaction() as tx:  # see AsyncRepository
                 return self._handle_once(*args, tx, lock=True)
 
         return self._retries.run(stream_id, attempts, once)

@@ -62,6 +62,8 @@ __all__ = ["PostgresEventStore"]
 
 _IDLE: Final = int(TransactionStatus.IDLE)
 _CURSOR_ATTRIBUTE: Final = "_eventstore_cursor"
+# Set on a connection while `command_transaction` runs: its first append also commits.
+_COMMIT_WITH_APPEND: Final = "_eventstore_commit_with_append"
 _OPEN: Final = (int(TransactionStatus.INTRANS), int(TransactionStatus.INERROR))
 
 E = TypeVar("E", bound=Event)
@@ -257,6 +259,37 @@ class PostgresEventStore:
         with entered(pool.connection()) as own, entered(own.transaction()):
             yield own
 
+    @contextmanager
+    def command_transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """Yields a pooled connection inside a transaction for one command, pipelined.
+
+        The repositories' serialising mode runs in it. Statements travel in pipeline mode,
+        so those whose results nobody waits for ride with the next one: ``BEGIN`` with the
+        first read, `lock_stream` with the catch-up read after it. The first `append`
+        commits the transaction, its ``COMMIT`` sent in the same round trip, so the
+        stream's lock is held for one round trip after the catch-up read instead of three;
+        statements after that append run outside the transaction (in autocommit). Without
+        an append the transaction commits when the block ends; it rolls back when the
+        block raises.
+        """
+        pool = self._ensure_pool()
+        with entered(pool.connection()) as own, entered(own.pipeline()):
+            if own.autocommit:  # else psycopg opens the transaction itself
+                with translated_errors():
+                    own.execute(b"BEGIN")  # queued: it travels with the first read
+            setattr(own, _COMMIT_WITH_APPEND, True)
+            try:
+                yield own
+            except BaseException:
+                with translated_errors():  # a failing ROLLBACK is the driver's error
+                    own.rollback()
+                raise
+            else:
+                with translated_errors():
+                    own.commit()  # no append committed it: nothing happens if one did
+            finally:
+                setattr(own, _COMMIT_WITH_APPEND, False)
+
     def _fetch(
         self,
         conn: psycopg.Connection[Any],
@@ -265,6 +298,7 @@ class PostgresEventStore:
         rows: bool = True,
         binary: bool = False,
         own: bool = False,
+        commit: bool = False,
     ) -> list[tuple[Any, ...]]:
         try:
             if own:  # a pooled connection, used by this operation alone
@@ -275,6 +309,9 @@ class PostgresEventStore:
             # other tasks may use it at the same time: a cursor of our own, each time.
             with conn.cursor(row_factory=tuple_row) as cur:
                 cur.execute(query, params, binary=binary)
+                if commit:  # in pipeline mode: the COMMIT leaves with the statement
+                    setattr(conn, _COMMIT_WITH_APPEND, False)
+                    conn.commit()
                 return cur.fetchall() if rows else []
         except psycopg.Error as exc:
             failure = _translated(exc, params.get("stream_id"))
@@ -321,10 +358,17 @@ class PostgresEventStore:
     def _append_on(
         self, conn: psycopg.Connection[Any], plan: AppendPlan, *, own: bool
     ) -> AppendResult:
+        # In a `command_transaction`, the first append commits it in the same round trip.
+        commit = not own and getattr(conn, _COMMIT_WITH_APPEND, False)
         try:
             # Binary results: three bigints load for half the client time of text.
             rows = self._fetch(
-                conn, self._append_statement(plan), plan.params(), binary=True, own=own
+                conn,
+                self._append_statement(plan),
+                plan.params(),
+                binary=True,
+                own=own,
+                commit=commit,
             )
         except DuplicateEventIdError as exc:
             # The ids are stored already: by a concurrent retry that won the race, or
@@ -523,13 +567,15 @@ class PostgresEventStore:
         Writers that take it before loading queue instead of conflicting: the serialising
         mode of the repositories. It is a transaction-scoped advisory lock on a 64-bit hash
         of the schema and stream id (a collision only makes two streams queue together).
+        On a connection in pipeline mode (`command_transaction`) it returns once sent: the
+        next statement's result comes after the lock is granted, in the same round trip.
         """
         if conn is None:
             raise ConfigurationError(
                 "lock_stream needs conn=: the lock lasts until that transaction ends"
             )
         params = {"stream_id": _append.validate_stream_id(stream_id)}
-        self._query(conn, self._statements.lock_stream, params)
+        self._query(conn, self._statements.lock_stream, params, rows=False)
 
 
 class _ReadBounds(NamedTuple):

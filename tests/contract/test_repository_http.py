@@ -28,7 +28,7 @@ from eventstore import (
     Repository,
     WrongExpectedVersionError,
 )
-from eventstore.aggregates import Retry, idempotent_event_ids
+from eventstore.aggregates import Retry, idempotent_event_ids, repository
 from eventstore.demo.bank import (
     Account,
     AccountClosed,
@@ -496,6 +496,65 @@ def test_serialized_commands_catch_up_after_the_lock_without_retrying(
     decided = tally.handle("t", Count(by=-5))  # only possible after the late 10
     assert (decided.state, tally.retries) == (5, 0)
     assert (Repository(store, Account).get("1")).balance == 105
+
+
+class ReadRecorder:
+    """Wraps a store: records where its lean reads (loads and catch-ups) start."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.reads: list[int | None] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def read_stream_data(
+        self, stream_id: str, *, from_version: int | None = None, conn: Any = None
+    ) -> Any:
+        self.reads.append(from_version)
+        return self.store.read_stream_data(stream_id, from_version=from_version, conn=conn)
+
+
+def test_serialized_commands_catch_up_from_the_copy_they_kept(
+    store: EventStore,
+) -> None:
+    opened(store)
+    recorder = ReadRecorder(store)
+    repo = Repository(cast(EventStore, recorder), Account, serialize=True)
+    first = repo.update("1", lambda a: a.deposit(5))
+    first.aggregate.deposit(1000)  # the caller's aggregate, not the copy kept
+    Repository(store, Account).update("1", lambda a: a.deposit(7))
+    recorder.reads.clear()
+    result = repo.update("1", lambda a: a.deposit(1))
+    # No load: one read, from the version the copy was kept at, under the lock.
+    assert recorder.reads == [2]
+    assert (result.aggregate.balance, result.aggregate.version) == (13, 4)
+    assert (Repository(store, Account).get("1")).balance == 13
+
+
+def test_serialized_commands_keep_copies_of_their_latest_aggregates_only(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(repository, "WARM_AGGREGATES", 2)
+    recorder = ReadRecorder(store)
+    repo = Repository(cast(EventStore, recorder), Account, serialize=True)
+    for name in ("a", "b", "c"):
+        repo.create(name, lambda a: a.open("ann"))
+    recorder.reads.clear()
+    repo.update("a", lambda a: a.deposit(1))  # no copy left: load, then catch up
+    assert recorder.reads == [1, 1]
+    recorder.reads.clear()
+    repo.update("c", lambda a: a.deposit(1))
+    assert recorder.reads == [1]
+
+
+def test_serialized_commands_keep_no_copy_of_an_aggregate_that_does_not_exist(
+    store: EventStore,
+) -> None:
+    repo = Repository(store, Account, serialize=True)
+    assert (repo.update("9", lambda a: None, create=True)).append is None
+    with pytest.raises(AggregateNotFoundError):
+        repo.update("9", lambda a: a.deposit(1))
 
 
 def test_serialized_commands_join_the_callers_transaction(store: EventStore) -> None:

@@ -6,20 +6,27 @@ updates in both modes, and the serialising mode must need no retry at all.
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import threading
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
 
 from eventstore import (
     Aggregate,
+    AppendResult,
+    AsyncPostgresEventStore,
+    AsyncRepository,
     ConfigurationError,
     Event,
     EventRegistry,
     PostgresEventStore,
     Repository,
+    Snapshot,
+    WrongExpectedVersionError,
     applies,
 )
 
@@ -90,11 +97,160 @@ def test_concurrent_writers_of_one_aggregate_lose_no_update(
 
 
 def waiting_for_advisory_lock(url: str) -> int:
+    return advisory_locks(url, granted=False)
+
+
+def advisory_locks(url: str, *, granted: bool) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = %s",
+            (granted,),
         ).fetchone()
     return int(row[0]) if row else 0
+
+
+def process_writer(url: str, start: Any, out: Any) -> None:
+    """Runs UPDATES serialised updates in a process of its own; sends its retries."""
+    registry = EventRegistry([Bumped])
+    with PostgresEventStore(url, registry=registry, max_size=1) as store:
+        repo = Repository(store, Counter, serialize=True, attempts=100, snapshot_every=10)
+        start.wait()
+        for _ in range(UPDATES):
+            repo.update("hot", Counter.bump)
+        out.send(repo.retries)
+
+
+def test_serialised_writers_in_processes_lose_no_update(
+    eventstore_database_url: str, eventstore_registry: EventRegistry
+) -> None:
+    processes = 4
+    with PostgresEventStore(eventstore_database_url, registry=eventstore_registry) as store:
+        repo = Repository(store, Counter, snapshot_every=10)
+        repo.create("hot", Counter.bump)
+        context = multiprocessing.get_context("spawn")
+        start = context.Barrier(processes)
+        pipes = [context.Pipe(duplex=False) for _ in range(processes)]
+        workers = [
+            context.Process(target=process_writer, args=(eventstore_database_url, start, sender))
+            for _, sender in pipes
+        ]
+        for worker in workers:
+            worker.start()
+        retries = [receiver.recv() for receiver, _ in pipes]
+        for worker in workers:
+            worker.join(timeout=30)
+        counter = repo.get("hot")
+    assert [w.exitcode for w in workers] == [0] * processes
+    assert (counter.count, counter.version) == (processes * UPDATES + 1,) * 2
+    assert retries == [0] * processes
+
+
+def test_a_command_transaction_commits_with_its_first_append(
+    eventstore_database_url: str, eventstore_registry: EventRegistry
+) -> None:
+    with PostgresEventStore(eventstore_database_url, registry=eventstore_registry) as store:
+        with store.command_transaction() as tx:
+            store.lock_stream("counter-hot", conn=tx)
+            result = store.append("counter-hot", Bumped(), conn=tx)
+            # Committed with the append: visible elsewhere, and the lock is free already.
+            assert store.stream_info("counter-hot").version == result.last_version == 1
+            assert advisory_locks(eventstore_database_url, granted=True) == 0
+            # What follows runs outside it, and is not undone when the block raises.
+            store.append("counter-hot", Bumped(), conn=tx)
+        assert store.stream_info("counter-hot").version == 2
+
+
+class CommandFailed(Exception):
+    pass
+
+
+def fail_after_a_snapshot(store: PostgresEventStore, snapshot: Snapshot) -> None:
+    with store.command_transaction() as tx:
+        store.lock_stream("counter-hot", conn=tx)
+        store.save_snapshot(snapshot, conn=tx)
+        raise CommandFailed
+
+
+def append_locked(store: PostgresEventStore, expected_version: int) -> AppendResult:
+    with store.command_transaction() as tx:
+        store.lock_stream("counter-hot", conn=tx)
+        return store.append("counter-hot", Bumped(), expected_version=expected_version, conn=tx)
+
+
+def test_a_command_transaction_rolls_back_what_preceded_an_append_when_the_block_raises(
+    eventstore_database_url: str, eventstore_registry: EventRegistry
+) -> None:
+    with PostgresEventStore(eventstore_database_url, registry=eventstore_registry) as store:
+        repo = Repository(store, Counter, snapshot_every=1)
+        repo.create("hot", Counter.bump)
+        snapshot = store.load_snapshot("counter-hot")
+        assert snapshot is not None
+        store.delete_snapshot("counter-hot")
+        with pytest.raises(CommandFailed):
+            fail_after_a_snapshot(store, snapshot)
+        assert store.load_snapshot("counter-hot") is None
+        assert advisory_locks(eventstore_database_url, granted=True) == 0
+        with store.command_transaction() as tx:  # no append: it commits when the block ends
+            store.save_snapshot(snapshot, conn=tx)
+        assert store.load_snapshot("counter-hot") == snapshot
+
+
+def test_a_command_transaction_refuses_a_stale_append_and_stays_usable(
+    eventstore_database_url: str, eventstore_registry: EventRegistry
+) -> None:
+    with PostgresEventStore(eventstore_database_url, registry=eventstore_registry) as store:
+        store.append("counter-hot", Bumped())
+        with pytest.raises(WrongExpectedVersionError):
+            append_locked(store, 5)
+        assert append_locked(store, 1).last_version == 2
+        assert store.stream_info("counter-hot").version == 2
+
+
+class Typed(Event):
+    event_type: ClassVar[str] = "hot.Typed"
+    code: int
+
+
+class Text(Aggregate):
+    category: ClassVar[str] = "text"
+    text: str = ""
+
+    @applies
+    def _typed(self, event: Typed) -> None:
+        self.text += chr(event.code)
+
+
+def test_a_serialised_command_whose_snapshot_the_database_refuses_still_succeeds(
+    eventstore_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = EventRegistry([Typed])
+    with PostgresEventStore(eventstore_database_url, registry=registry) as store:
+        repo = Repository(store, Text, serialize=True, snapshot_every=2)
+        repo.create("1", lambda text: text.record(Typed(code=ord("a"))))
+        # The state now holds a NUL, which the store refuses in a snapshot; the event was
+        # committed with the append already, so the command reports success (a failure
+        # would make a caller retry a command that took effect).
+        with caplog.at_level(logging.WARNING, logger="eventstore.repository"):
+            result = repo.update("1", lambda text: text.record(Typed(code=0)))
+        assert result.append is not None and result.aggregate.version == 2
+        assert store.load_snapshot("text-1") is None
+        assert [r.getMessage() for r in caplog.records] == ["snapshot not saved"]
+        assert repo.get("1").text == "a\x00"
+
+
+async def test_an_async_command_transaction_commits_with_its_first_append(
+    eventstore_database_url: str, eventstore_registry: EventRegistry
+) -> None:
+    async with AsyncPostgresEventStore(
+        eventstore_database_url, registry=eventstore_registry
+    ) as store:
+        async with store.command_transaction() as tx:
+            await store.lock_stream("counter-hot", conn=tx)
+            await store.append("counter-hot", Bumped(), conn=tx)
+            assert (await store.stream_info("counter-hot")).version == 1
+            assert advisory_locks(eventstore_database_url, granted=True) == 0
+        repo = AsyncRepository(store, Counter, serialize=True)
+        assert (await repo.update("hot", Counter.bump)).aggregate.count == 2
 
 
 def test_lock_stream_holds_other_writers_until_the_transaction_ends(
