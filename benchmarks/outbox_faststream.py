@@ -25,13 +25,14 @@ on a channel with publisher confirms that raises on a returned message:
   FastStream ``RabbitBroker`` publisher stacked on an outbox subscriber, from the start of
   both brokers until the queue holds every message. Its handler passes the stored bytes
   through and sets the same headers and properties (a `RabbitResponse`): FastStream still
-  decodes each body's JSON before the call (it always does), but nothing is re-encoded. Two subscriber settings are measured: the package defaults
-  (``max_workers=1, fetch_batch_size=10``, one ``DELETE`` per row), what its relay tutorial
-  runs, and ``tuned``: 32 workers (``--fso-workers``), claims of 200 rows, deletes in
-  batches of 100, the best a sweep found on a 2-core machine within a Postgres
-  connection budget (see ``DEFAULTS`` below). The bar is checked against the faster one.
-  FastStream's per-message logging is off on both brokers (``logger=None``), the cheaper
-  choice for the package.
+  decodes each body's JSON before the call (it always does), but nothing is re-encoded.
+  Two subscriber settings are measured: the package defaults (``max_workers=1,
+  fetch_batch_size=10``, one ``DELETE`` per row), what its relay tutorial runs, and
+  ``tuned``: 32 workers (``--fso-workers``), claims of 200 rows, deletes in batches of
+  100, the best a sweep found on a 2-core machine within a Postgres connection budget
+  (each worker holds a connection; see ``DEFAULTS`` below). The bar is checked against
+  the faster one. FastStream's per-message logging is off on both brokers
+  (``logger=None``), the cheaper choice for the package.
 
 Each round starts from a purged queue and is checked: the queue holds exactly ``EVENTS``
 messages, and for faststream-outbox the outbox table is empty after its broker stopped.
