@@ -195,12 +195,9 @@ async def rabbitmq_fresh_queue(amqp: str) -> None:
         await queue.purge()
 
 
-async def rabbitmq_queued(amqp: str) -> int:
-    connection = await aio_pika.connect(amqp)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(QUEUE, durable=True, passive=True)
-        return int(queue.declaration_result.message_count or 0)
+async def queue_count(channel: aio_pika.abc.AbstractChannel) -> int:
+    queue = await channel.declare_queue(QUEUE, durable=True, passive=True)
+    return int(queue.declaration_result.message_count or 0)
 
 
 async def rabbitmq_remove(amqp: str) -> None:
@@ -211,17 +208,21 @@ async def rabbitmq_remove(amqp: str) -> None:
         await channel.exchange_delete(EXCHANGE)
 
 
-async def queued_all(amqp: str, events: int, timeout: float = 10) -> int:
+async def queued_all(amqp: str, events: int, timeout: float = 10, every: float = 0.05) -> int:
     """Returns the queue's count once it is ``events``, or the last one after ``timeout``.
 
-    Confirmed messages are counted by the queue a moment later: poll with a deadline.
+    Confirmed messages are counted by the queue a moment later: poll with a deadline, one
+    passive declare on one channel every ``every`` seconds.
     """
     deadline = time.monotonic() + timeout
-    while True:
-        queued = await rabbitmq_queued(amqp)
-        if queued >= events or time.monotonic() > deadline:
-            return queued
-        await asyncio.sleep(0.05)
+    connection = await aio_pika.connect(amqp)
+    async with connection:
+        channel = await connection.channel()
+        while True:
+            queued = await queue_count(channel)
+            if queued >= events or time.monotonic() > deadline:
+                return queued
+            await asyncio.sleep(every)
 
 
 # eventkeeper: the relay round of benchmarks/outbox.py.
@@ -332,7 +333,9 @@ async def fso_round(url: str, amqp: str, messages: Sequence[Message], fso: FsoSe
         await rabbit.start()
         await broker.start()
         try:
-            queued = await queued_all(amqp, len(messages), timeout=max(120, len(messages) / 50))
+            # Polled like the relay's `wait_until_caught_up` polls its checkpoint (20 ms).
+            timeout = max(120, len(messages) / 50)
+            queued = await queued_all(amqp, len(messages), timeout=timeout, every=0.02)
             elapsed = time.perf_counter() - started
         finally:
             await broker.stop()
