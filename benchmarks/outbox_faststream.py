@@ -142,20 +142,35 @@ def tuned(workers: int) -> FsoSettings:
 
 @dataclasses.dataclass
 class Side:
-    """The rounds of one side: seconds per round."""
+    """The rounds of one side: wall seconds and this process's CPU seconds per round."""
 
     name: str
     events: int
     settings: str
     seconds: list[float] = dataclasses.field(default_factory=list)
+    cpu: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return self.events / statistics.median(self.seconds)
 
+    @property
+    def cpu_us(self) -> float:
+        """Microseconds of CPU (user + system, every thread) per message, the median."""
+        return statistics.median(self.cpu) / self.events * 1e6
+
+    def add(self, timed: tuple[float, float]) -> None:
+        self.seconds.append(timed[0])
+        self.cpu.append(timed[1])
+
     def as_dict(self) -> dict[str, Any]:
         rates = [self.events / s for s in self.seconds]
-        return {**dataclasses.asdict(self), "rates": rates, "median_rate": self.rate}
+        return {
+            **dataclasses.asdict(self),
+            "rates": rates,
+            "median_rate": self.rate,
+            "median_cpu_us_per_message": self.cpu_us,
+        }
 
 
 # Filling the event log (as benchmarks/outbox.py does) and the messages it becomes.
@@ -228,8 +243,9 @@ async def queued_all(amqp: str, events: int, timeout: float = 10, every: float =
 # eventkeeper: the relay round of benchmarks/outbox.py.
 
 
-async def eventkeeper_round(url: str, amqp: str, events: int) -> float:
-    """Publishes every event through a relay from the log's start; returns the seconds."""
+async def eventkeeper_round(url: str, amqp: str, events: int) -> tuple[float, float]:
+    """Publishes every event through a relay from the log's start; returns the wall and
+    CPU seconds."""
     publisher = RabbitMQPublisher(amqp, exchange=EXCHANGE)
     relay = Relay(
         "rabbitmq", publisher, source="//bench", max_in_flight=MAX_IN_FLIGHT, enqueued=False
@@ -238,14 +254,14 @@ async def eventkeeper_round(url: str, amqp: str, events: int) -> float:
     with SubscriptionStore(url, registry=REGISTRY) as steering:
         steering.reset(relay.subscription.name, to_end=False)  # nothing on the first round
     stop = asyncio.Event()
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     task = asyncio.create_task(group.run(stop, url=url, poll_interval=0.1, lease_ttl=10))
     try:
         async with AsyncSubscriptionStore(url, registry=REGISTRY) as subscriptions:
             await subscriptions.wait_until_caught_up(
                 relay.subscription.name, timeout=max(60, events / 100)
             )
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - started_cpu
     finally:
         stop.set()
         await task
@@ -303,8 +319,11 @@ async def relay(message: OutboxMessage) -> RabbitResponse:
     )
 
 
-async def fso_round(url: str, amqp: str, messages: Sequence[Message], fso: FsoSettings) -> float:
-    """Fills the outbox (untimed), then times its relay until the queue holds everything."""
+async def fso_round(
+    url: str, amqp: str, messages: Sequence[Message], fso: FsoSettings
+) -> tuple[float, float]:
+    """Fills the outbox (untimed), then times its relay until the queue holds everything;
+    returns the wall and CPU seconds."""
     engine = create_async_engine(sqlalchemy_url(url), pool_size=fso.max_workers + 2)
     try:
         table = await fso_fresh_table(engine)
@@ -329,14 +348,14 @@ async def fso_round(url: str, amqp: str, messages: Sequence[Message], fso: FsoSe
             terminal_flush_batch_size=fso.terminal_flush_batch_size,
         )
         publisher(subscriber(relay))
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         await rabbit.start()
         await broker.start()
         try:
             # Polled like the relay's `wait_until_caught_up` polls its checkpoint (20 ms).
             timeout = max(120, len(messages) / 50)
             queued = await queued_all(amqp, len(messages), timeout=timeout, every=0.02)
-            elapsed = time.perf_counter() - started
+            timed = time.perf_counter() - started, time.process_time() - started_cpu
         finally:
             await broker.stop()
             await rabbit.stop()
@@ -344,7 +363,7 @@ async def fso_round(url: str, amqp: str, messages: Sequence[Message], fso: FsoSe
         async with engine.connect() as conn:
             left = (await conn.execute(text(f"SELECT count(*) FROM {table.name}"))).scalar_one()
         assert left == 0, f"{left} rows left in the outbox"
-        return elapsed
+        return timed
     finally:
         await engine.dispose()
 
@@ -394,11 +413,11 @@ def report(info: dict[str, Any], ours: Side, theirs: Sequence[Side]) -> tuple[st
     for side in (ours, *theirs):
         print(f"  {side.name}: {side.settings}")
     print()
-    print(f"{'side':32} {'rounds (msg/s)':>26} {'median':>9} {'ratio':>7}")
+    print(f"{'side':32} {'rounds (msg/s)':>26} {'median':>9} {'ratio':>7} {'CPU us/msg':>11}")
     for side in (ours, *theirs):
         rounds = " ".join(f"{side.events / s:,.0f}" for s in side.seconds)
         ratio = "" if side is ours else f"{ours.rate / side.rate:7.2f}"
-        print(f"{side.name:32} {rounds:>26} {side.rate:9,.0f} {ratio:>7}")
+        print(f"{side.name:32} {rounds:>26} {side.rate:9,.0f} {ratio:>7} {side.cpu_us:11,.0f}")
     print()
     best = max(theirs, key=lambda side: side.rate)
     ratio = ours.rate / best.rate
@@ -424,16 +443,16 @@ async def run(args: argparse.Namespace, settings: Settings, url: str) -> int:
     try:
         for round_ in range(settings.rounds):
             await rabbitmq_fresh_queue(args.rabbitmq)
-            seconds = await eventkeeper_round(url, args.rabbitmq, settings.events)
+            timed = await eventkeeper_round(url, args.rabbitmq, settings.events)
             queued = await queued_all(args.rabbitmq, settings.events)
             assert queued == settings.events, ("eventkeeper", queued)
-            ours.seconds.append(seconds)
-            progress(f"  round {round_ + 1} eventkeeper: {settings.events / seconds:,.0f}/s")
+            ours.add(timed)
+            progress(f"  round {round_ + 1} eventkeeper: {settings.events / timed[0]:,.0f}/s")
             for fso, side in zip(fsos, theirs, strict=True):
                 await rabbitmq_fresh_queue(args.rabbitmq)
-                seconds = await fso_round(url, args.rabbitmq, messages, fso)
-                side.seconds.append(seconds)
-                progress(f"  round {round_ + 1} {side.name}: {settings.events / seconds:,.0f}/s")
+                timed = await fso_round(url, args.rabbitmq, messages, fso)
+                side.add(timed)
+                progress(f"  round {round_ + 1} {side.name}: {settings.events / timed[0]:,.0f}/s")
     finally:
         await rabbitmq_remove(args.rabbitmq)
     label, ok = report(info, ours, theirs)
