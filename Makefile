@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-unit lint docs bench bench-aggregates bench-subscriptions bench-outbox bench-projections generate clean
+.PHONY: demo test test-unit lint docs bench bench-aggregates bench-subscriptions bench-outbox bench-outbox-faststream bench-projections generate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -61,6 +61,14 @@ bench-subscriptions:
 # NATS JetStream on 127.0.0.1:4222 and RabbitMQ on 127.0.0.1:5672 (up to two minutes).
 bench-outbox: $(STAMP)
 	$(BIN)/python benchmarks/outbox.py
+
+# The outbox relay to RabbitMQ against the `faststream-outbox` package's relay, in its own
+# environment (so that package never becomes a dependency): needs RabbitMQ on
+# 127.0.0.1:5672 (about three minutes: see benchmarks/README.md).
+bench-outbox-faststream:
+	$(PYTHON) -m venv .venv-bench-fso
+	.venv-bench-fso/bin/python -m pip install -q -e . -r benchmarks/requirements-outbox-faststream.txt
+	.venv-bench-fso/bin/python benchmarks/outbox_faststream.py
 
 # A projection rebuild against raw psycopg and `eventsourcing`'s projection runner, in the
 # same environment (about two minutes: see benchmarks/README.md).
