@@ -372,7 +372,8 @@ def prepare_big_account(store: PostgresEventStore, account_id: str) -> None:
     """
     build_account(store, account_id, BIG_EVENTS)
     account = Repository(store, Account).get(account_id)
-    store.save_snapshot(to_snapshot(account))
+    (last,) = store.read_stream(account.stream_id, direction="backward", limit=1)
+    store.save_snapshot(to_snapshot(account, last.event_id))
     for _ in range(BIG_TAIL):
         account.deposit(DEPOSIT)
     Repository(store, Account, snapshot_every=SNAPSHOT_EVERY).save(account)

@@ -5,17 +5,17 @@ Run ``.venv/bin/python benchmarks/outbox.py [--url URL] [--quick] [--json PATH]`
 and RabbitMQ on ``--rabbitmq`` (default amqp://guest:guest@127.0.0.1:5672/). The script
 creates a scratch database on the server behind ``--url`` (default:
 ``EVENTSTORE_DATABASE_URL``, else a local server), fills it with ``EVENTS`` events spread
-round-robin over 1,000 streams (so that every batch of 100 holds 100 streams), and
-measures, in one run:
+round-robin over 1,000 streams, and measures, in one run:
 
-- relay to NATS JetStream: a `Relay` with a `NatsPublisher` (batches of 100: waves of
-  100 messages in flight, each waiting for its ack) publishing every event, from its
-  start until it is caught up, against a raw nats-py loop publishing the same messages
-  (same subjects, bodies and headers, read and built beforehand) 100 at a time with
-  ``js.publish`` (each waiting for its ack);
+- relay to NATS JetStream: a `Relay` with a `NatsPublisher` (its default batches of
+  1,000 events, ``max_in_flight=100``: a sliding window of 100 unconfirmed messages)
+  publishing every event, from its start until it is caught up, against a raw nats-py
+  loop publishing the same messages (same subjects, bodies and headers, read and built
+  beforehand) with ``js.publish``, each waiting for its ack, 100 under way at any time (a
+  sliding window too: a new publish starts as soon as one returns);
 - relay to RabbitMQ: the same with a `RabbitMQPublisher` (publisher confirms, persistent,
   mandatory) against a raw aio-pika loop on a channel with publisher confirms, 100
-  ``exchange.publish`` in flight at a time, the same messages and flags;
+  ``exchange.publish`` under way at any time, the same messages and flags;
 - for information, the relay to a `RecordingPublisher` (in memory, no broker): what
   reading, decoding, mapping and checkpointing cost on their own;
 - append-to-broker latency: two writer processes append single events at 1,000 events/s
@@ -484,7 +484,8 @@ def report(
         f"RabbitMQ {info['rabbitmq']}, nats-py {info['nats-py']}, aio-pika {info['aio-pika']}, "
         f"Python {info['python']}, {info['cpus']} CPUs, load {info['loadavg_start']:.2f} at "
         f"start / {os.getloadavg()[0]:.2f} at end; {info['events']:,} events over "
-        f"{STREAMS:,} streams, batches of {BATCH} (= raw messages in flight), "
+        f"{STREAMS:,} streams, {BATCH} messages in flight on both sides (the relay's "
+        "default batches of 1,000), "
         f"{info['rounds']} round(s) per side"
     )
     print()
