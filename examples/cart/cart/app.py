@@ -13,6 +13,7 @@ devices): the repository serialises writers of one cart instead of retrying them
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -75,9 +76,23 @@ def view(cart: Cart, *, repeated: bool = False) -> CartView:
     )
 
 
+_REPOSITORIES: weakref.WeakKeyDictionary[AsyncEventStore, AsyncRepository[Cart]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def carts(store: AsyncEventStore) -> AsyncRepository[Cart]:
-    """Returns the carts' repository: writers of one cart queue on its lock."""
-    return AsyncRepository(store, Cart, serialize=True, snapshot_every=50)
+    """Returns the carts' repository: writers of one cart queue on its lock.
+
+    One per store for the app's life, not one per request: a serialising repository keeps
+    copies of the carts it committed last, so the next command on a busy cart only
+    catches up instead of loading it again.
+    """
+    repository = _REPOSITORIES.get(store)
+    if repository is None:
+        repository = AsyncRepository(store, Cart, serialize=True, snapshot_every=50)
+        _REPOSITORIES[store] = repository
+    return repository
 
 
 async def answer(
