@@ -109,6 +109,11 @@ SAVE_CHECKPOINT: Final = (
     "WHERE name = %(name)s AND shard = %(shard)s AND epoch = %(epoch)s RETURNING 1"
 )
 
+# The same move sent with the batch's COMMIT in one round trip (`finish_cycle`): the fence
+# must then stop the COMMIT, so a checkpoint that did not move raises division_by_zero (no
+# row: 1 / 0), which aborts the pipeline before its COMMIT runs; the caller rolls back.
+FINISH_CYCLE: Final = "WITH moved AS (" + SAVE_CHECKPOINT + ") SELECT 1 / count(*) FROM moved"
+
 HALT_SHARD: Final = (
     "UPDATE {checkpoints} SET status = 'halted', last_error = %(error)s, updated_at = now() "
     "WHERE name = %(name)s AND shard = %(shard)s AND epoch = %(epoch)s"
@@ -221,6 +226,7 @@ class SubscriptionStatements:
     release_shard: bytes
     load_checkpoint: bytes
     save_checkpoint: bytes
+    finish_cycle: bytes
     halt_shard: bytes
     note_error: bytes
     set_status: bytes

@@ -15,9 +15,9 @@ import math
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import psycopg
 import psycopg_pool
@@ -41,7 +41,7 @@ from eventstore.errors import (
 from eventstore.events import Event
 from eventstore.postgres import subscription_sql
 from eventstore.postgres.connections import libpq_url, unwrap_connection
-from eventstore.postgres.errors import translated_errors
+from eventstore.postgres.errors import translated, translated_errors
 from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.postgres.scope import entered
 from eventstore.registry import EventRegistry
@@ -190,6 +190,74 @@ class SubscriptionStore:
             yield unwrap_connection(sa_conn), sa_conn
 
     @contextmanager
+    def batch_cycle(
+        self, kind: ConnectionKind, name: str, shard: int
+    ) -> Iterator[tuple[Conn, Any, CheckpointRow | None]]:
+        """Yields a batch's transaction (as `batch_transaction`) and the shard's checkpoint
+        read in it.
+
+        With ``kind`` ``"psycopg"`` the ``BEGIN`` travels with the checkpoint's read in one
+        round trip (pipeline mode), and `finish_cycle` sends the checkpoint's move with the
+        ``COMMIT``; a block that does not finish commits when it ends and rolls back when it
+        raises. The handler itself never runs in pipeline mode here.
+        """
+        if kind != "psycopg":
+            with self.batch_transaction(kind) as (conn, target):
+                yield conn, target, self.load_checkpoint(conn, name, shard)
+            return
+        self.open()
+        assert self._pool is not None
+        try:
+            with entered(self._pool.connection()) as conn:
+                try:
+                    with translated_errors():
+                        with conn.pipeline():
+                            conn.execute(b"BEGIN", prepare=False)
+                            cur = conn.cursor(row_factory=tuple_row)
+                            cur.execute(self._sql.load_checkpoint, {"name": name, "shard": shard})
+                        rows = cur.fetchall()
+                    yield conn, conn, _checkpoint_row(rows)
+                except BaseException:
+                    _rolled_back(conn)
+                    raise
+                if conn.info.transaction_status != _IDLE:
+                    with translated_errors():
+                        conn.commit()
+        except DatabaseUnavailableError:
+            self._pool.check()  # after a restart, drop every dead pooled connection
+            raise
+
+    def finish_cycle(
+        self,
+        conn: Conn,
+        kind: ConnectionKind,
+        name: str,
+        shard: int,
+        epoch: int,
+        window: Window,
+        handled: int,
+        ttl: float,
+    ) -> bool:
+        """Moves the checkpoint as `save_checkpoint` does and, for a ``"psycopg"`` batch,
+        commits in the same round trip; returns False (rolled back) when fenced."""
+        if kind != "psycopg":
+            return self.save_checkpoint(conn, name, shard, epoch, window, handled, ttl)
+        params = _checkpoint_params(name, shard, epoch, window, handled, ttl)
+        try:
+            with conn.pipeline():
+                conn.execute(self._sql.finish_cycle, params)
+                conn.execute(b"COMMIT", prepare=False)
+        except psycopg.errors.DivisionByZero:  # the fence: no row moved, nothing committed
+            _rolled_back(conn)
+            return False
+        except psycopg.Error as exc:
+            mapped = translated(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        return True
+
+    @contextmanager
     def handler_target(self, kind: ConnectionKind, conn: Any) -> Iterator[Any]:
         """Yields what one handler call gets: the connection, or a new session bound to it.
 
@@ -236,13 +304,17 @@ class SubscriptionStore:
         """Opens the next window up to ``now`` (default: a snapshot taken here).
 
         The window starts at a lower bound of its rows' positions, so that reading it by
-        position never walks the rows before it. Returns the window and whether it was
-        newly opened (so it reaches "now").
+        position never walks the rows before it. A window of at most `SMALL_WINDOW_XIDS`
+        transaction ids (a live runner's, every few milliseconds) skips that query: its
+        pages are read through the transaction id index whatever their start. Returns the
+        window and whether it was newly opened (so it reaches "now").
         """
         if window.is_open:
             return window, False
         opened = window.open(now or self.current_snapshot(conn))
         from_xid, to_xid, extra = opened.candidate_ranges()
+        if to_xid - from_xid + len(extra) <= SMALL_WINDOW_XIDS:
+            return opened, True
         params = {
             "from_xid": str(from_xid),
             "to_xid": str(to_xid),
@@ -264,6 +336,8 @@ class SubscriptionStore:
     ) -> list[_rows.RawRow]:
         """Returns the next rows of the window after its position, in position order."""
         from_xid, to_xid, extra = window.candidate_ranges()
+        if to_xid <= from_xid and not extra:
+            return []  # no transaction finished since the last window: nothing to ask
         params = {
             "from_xid": str(from_xid),
             "to_xid": str(to_xid),
@@ -387,13 +461,7 @@ class SubscriptionStore:
     def load_checkpoint(self, conn: Conn, name: str, shard: int) -> CheckpointRow | None:
         """Returns a shard's checkpoint, or None when the subscription has none."""
         rows = self._fetch(conn, self._sql.load_checkpoint, {"name": name, "shard": shard})
-        if not rows:
-            return None
-        low, high, position, status, epoch, holds, now = rows[0]
-        window = Window(
-            PgSnapshot.parse(low), None if high is None else PgSnapshot.parse(high), position
-        )
-        return CheckpointRow(window, status, epoch, holds, PgSnapshot.parse(now))
+        return _checkpoint_row(rows)
 
     def save_checkpoint(
         self,
@@ -406,16 +474,7 @@ class SubscriptionStore:
         ttl: float,
     ) -> bool:
         """Moves the checkpoint if ``epoch`` still holds the shard and it runs; tells if so."""
-        params = {
-            "name": name,
-            "shard": shard,
-            "epoch": epoch,
-            "low": str(window.low),
-            "high": None if window.high is None else str(window.high),
-            "position": window.position,
-            "handled": handled,
-            "ttl": ttl,
-        }
+        params = _checkpoint_params(name, shard, epoch, window, handled, ttl)
         return bool(self._fetch(conn, self._sql.save_checkpoint, params))
 
     def halt(self, name: str, shard: int, epoch: int, error: str) -> None:
@@ -450,14 +509,29 @@ class SubscriptionStore:
         return {shard: PgSnapshot.parse(low) for shard, low in rows}
 
     def snapshot_text(self) -> str:
-        """Returns the current snapshot's text form: a change means a transaction finished."""
-        with self.transaction() as conn:
+        """Returns the current snapshot's text form: a change means a transaction finished.
+
+        One statement in autocommit (no transaction around it): runners ask every 50 ms.
+        """
+        with self._autocommit() as conn:
             return str(self._one(conn, self._sql.current_snapshot, {}))
 
     def snapshot_now(self) -> PgSnapshot:
         """Returns the current snapshot, on a connection of its own."""
-        with self.transaction() as conn:
+        with self._autocommit() as conn:
             return self.current_snapshot(conn)
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[Conn]:
+        """Yields a pooled connection in autocommit, for a single statement."""
+        self.open()
+        assert self._pool is not None
+        try:
+            with entered(self._pool.connection()) as conn:
+                yield conn
+        except DatabaseUnavailableError:
+            self._pool.check()  # after a restart, drop every dead pooled connection
+            raise
 
     # Dead letters.
 
@@ -635,3 +709,47 @@ def _pause(name: str, deadline: float, timeout: float, interval: float, exists: 
             raise SubscriptionNotFoundError(name)
         raise WaitTimeoutError(name, timeout)
     sleep(interval)
+
+
+_IDLE: Final = psycopg.pq.TransactionStatus.IDLE
+
+# The widest window (in transaction ids) opened without asking where its rows start.
+SMALL_WINDOW_XIDS: Final = 256
+
+
+def _checkpoint_row(rows: Sequence[tuple[Any, ...]]) -> CheckpointRow | None:
+    """Builds a checkpoint from `load_checkpoint`'s rows (None: the subscription has none)."""
+    if not rows:
+        return None
+    low, high, position, status, epoch, holds, now = rows[0]
+    window = Window(
+        PgSnapshot.parse(low), None if high is None else PgSnapshot.parse(high), position
+    )
+    return CheckpointRow(window, status, epoch, holds, PgSnapshot.parse(now))
+
+
+def _checkpoint_params(
+    name: str, shard: int, epoch: int, window: Window, handled: int, ttl: float
+) -> dict[str, Any]:
+    """Returns the parameters of a checkpoint's move (`save_checkpoint`, `finish_cycle`)."""
+    return {
+        "name": name,
+        "shard": shard,
+        "epoch": epoch,
+        "low": str(window.low),
+        "high": None if window.high is None else str(window.high),
+        "position": window.position,
+        "handled": handled,
+        "ttl": ttl,
+    }
+
+
+def _rolled_back(conn: Conn) -> None:
+    """Rolls back what a batch left open; a broken connection is the pool's to drop.
+
+    psycopg's own rollback, which also forgets the statements it prepared meanwhile.
+    """
+    if conn.closed or conn.info.transaction_status == _IDLE:
+        return
+    with suppress(psycopg.Error, OSError):
+        conn.rollback()

@@ -12,9 +12,9 @@ import math
 import time
 import traceback
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import psycopg
 import psycopg_pool
@@ -41,7 +41,7 @@ from eventstore.errors import (
 from eventstore.events import Event
 from eventstore.postgres import subscription_sql
 from eventstore.postgres.connections import libpq_url, unwrap_async_connection
-from eventstore.postgres.errors import translated_errors
+from eventstore.postgres.errors import translated, translated_errors
 from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.postgres.scope_async import entered
 from eventstore.registry import EventRegistry
@@ -190,6 +190,76 @@ class AsyncSubscriptionStore:
             yield await unwrap_async_connection(sa_conn), sa_conn
 
     @asynccontextmanager
+    async def batch_cycle(
+        self, kind: ConnectionKind, name: str, shard: int
+    ) -> AsyncIterator[tuple[Conn, Any, CheckpointRow | None]]:
+        """Yields a batch's transaction (as `batch_transaction`) and the shard's checkpoint
+        read in it.
+
+        With ``kind`` ``"psycopg"`` the ``BEGIN`` travels with the checkpoint's read in one
+        round trip (pipeline mode), and `finish_cycle` sends the checkpoint's move with the
+        ``COMMIT``; a block that does not finish commits when it ends and rolls back when it
+        raises. The handler itself never runs in pipeline mode here.
+        """
+        if kind != "psycopg":
+            async with self.batch_transaction(kind) as (conn, target):
+                yield conn, target, await self.load_checkpoint(conn, name, shard)
+            return
+        await self.open()
+        assert self._pool is not None
+        try:
+            async with entered(self._pool.connection()) as conn:
+                try:
+                    with translated_errors():
+                        async with conn.pipeline():
+                            await conn.execute(b"BEGIN", prepare=False)
+                            cur = conn.cursor(row_factory=tuple_row)
+                            await cur.execute(
+                                self._sql.load_checkpoint, {"name": name, "shard": shard}
+                            )
+                        rows = await cur.fetchall()
+                    yield conn, conn, _checkpoint_row(rows)
+                except BaseException:
+                    await _rolled_back(conn)
+                    raise
+                if conn.info.transaction_status != _IDLE:
+                    with translated_errors():
+                        await conn.commit()
+        except DatabaseUnavailableError:
+            await self._pool.check()  # after a restart, drop every dead pooled connection
+            raise
+
+    async def finish_cycle(
+        self,
+        conn: Conn,
+        kind: ConnectionKind,
+        name: str,
+        shard: int,
+        epoch: int,
+        window: Window,
+        handled: int,
+        ttl: float,
+    ) -> bool:
+        """Moves the checkpoint as `save_checkpoint` does and, for a ``"psycopg"`` batch,
+        commits in the same round trip; returns False (rolled back) when fenced."""
+        if kind != "psycopg":
+            return await self.save_checkpoint(conn, name, shard, epoch, window, handled, ttl)
+        params = _checkpoint_params(name, shard, epoch, window, handled, ttl)
+        try:
+            async with conn.pipeline():
+                await conn.execute(self._sql.finish_cycle, params)
+                await conn.execute(b"COMMIT", prepare=False)
+        except psycopg.errors.DivisionByZero:  # the fence: no row moved, nothing committed
+            await _rolled_back(conn)
+            return False
+        except psycopg.Error as exc:
+            mapped = translated(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        return True
+
+    @asynccontextmanager
     async def handler_target(self, kind: ConnectionKind, conn: Any) -> AsyncIterator[Any]:
         """Yields what one handler call gets: the connection, or a new session bound to it.
 
@@ -239,13 +309,17 @@ class AsyncSubscriptionStore:
         """Opens the next window up to ``now`` (default: a snapshot taken here).
 
         The window starts at a lower bound of its rows' positions, so that reading it by
-        position never walks the rows before it. Returns the window and whether it was
-        newly opened (so it reaches "now").
+        position never walks the rows before it. A window of at most `SMALL_WINDOW_XIDS`
+        transaction ids (a live runner's, every few milliseconds) skips that query: its
+        pages are read through the transaction id index whatever their start. Returns the
+        window and whether it was newly opened (so it reaches "now").
         """
         if window.is_open:
             return window, False
         opened = window.open(now or await self.current_snapshot(conn))
         from_xid, to_xid, extra = opened.candidate_ranges()
+        if to_xid - from_xid + len(extra) <= SMALL_WINDOW_XIDS:
+            return opened, True
         params = {
             "from_xid": str(from_xid),
             "to_xid": str(to_xid),
@@ -267,6 +341,8 @@ class AsyncSubscriptionStore:
     ) -> list[_rows.RawRow]:
         """Returns the next rows of the window after its position, in position order."""
         from_xid, to_xid, extra = window.candidate_ranges()
+        if to_xid <= from_xid and not extra:
+            return []  # no transaction finished since the last window: nothing to ask
         params = {
             "from_xid": str(from_xid),
             "to_xid": str(to_xid),
@@ -390,13 +466,7 @@ class AsyncSubscriptionStore:
     async def load_checkpoint(self, conn: Conn, name: str, shard: int) -> CheckpointRow | None:
         """Returns a shard's checkpoint, or None when the subscription has none."""
         rows = await self._fetch(conn, self._sql.load_checkpoint, {"name": name, "shard": shard})
-        if not rows:
-            return None
-        low, high, position, status, epoch, holds, now = rows[0]
-        window = Window(
-            PgSnapshot.parse(low), None if high is None else PgSnapshot.parse(high), position
-        )
-        return CheckpointRow(window, status, epoch, holds, PgSnapshot.parse(now))
+        return _checkpoint_row(rows)
 
     async def save_checkpoint(
         self,
@@ -409,16 +479,7 @@ class AsyncSubscriptionStore:
         ttl: float,
     ) -> bool:
         """Moves the checkpoint if ``epoch`` still holds the shard and it runs; tells if so."""
-        params = {
-            "name": name,
-            "shard": shard,
-            "epoch": epoch,
-            "low": str(window.low),
-            "high": None if window.high is None else str(window.high),
-            "position": window.position,
-            "handled": handled,
-            "ttl": ttl,
-        }
+        params = _checkpoint_params(name, shard, epoch, window, handled, ttl)
         return bool(await self._fetch(conn, self._sql.save_checkpoint, params))
 
     async def halt(self, name: str, shard: int, epoch: int, error: str) -> None:
@@ -453,14 +514,29 @@ class AsyncSubscriptionStore:
         return {shard: PgSnapshot.parse(low) for shard, low in rows}
 
     async def snapshot_text(self) -> str:
-        """Returns the current snapshot's text form: a change means a transaction finished."""
-        async with self.transaction() as conn:
+        """Returns the current snapshot's text form: a change means a transaction finished.
+
+        One statement in autocommit (no transaction around it): runners ask every 50 ms.
+        """
+        async with self._autocommit() as conn:
             return str(await self._one(conn, self._sql.current_snapshot, {}))
 
     async def snapshot_now(self) -> PgSnapshot:
         """Returns the current snapshot, on a connection of its own."""
-        async with self.transaction() as conn:
+        async with self._autocommit() as conn:
             return await self.current_snapshot(conn)
+
+    @asynccontextmanager
+    async def _autocommit(self) -> AsyncIterator[Conn]:
+        """Yields a pooled connection in autocommit, for a single statement."""
+        await self.open()
+        assert self._pool is not None
+        try:
+            async with entered(self._pool.connection()) as conn:
+                yield conn
+        except DatabaseUnavailableError:
+            await self._pool.check()  # after a restart, drop every dead pooled connection
+            raise
 
     # Dead letters.
 
@@ -638,3 +714,47 @@ async def _pause(name: str, deadline: float, timeout: float, interval: float, ex
             raise SubscriptionNotFoundError(name)
         raise WaitTimeoutError(name, timeout)
     await asleep(interval)
+
+
+_IDLE: Final = psycopg.pq.TransactionStatus.IDLE
+
+# The widest window (in transaction ids) opened without asking where its rows start.
+SMALL_WINDOW_XIDS: Final = 256
+
+
+def _checkpoint_row(rows: Sequence[tuple[Any, ...]]) -> CheckpointRow | None:
+    """Builds a checkpoint from `load_checkpoint`'s rows (None: the subscription has none)."""
+    if not rows:
+        return None
+    low, high, position, status, epoch, holds, now = rows[0]
+    window = Window(
+        PgSnapshot.parse(low), None if high is None else PgSnapshot.parse(high), position
+    )
+    return CheckpointRow(window, status, epoch, holds, PgSnapshot.parse(now))
+
+
+def _checkpoint_params(
+    name: str, shard: int, epoch: int, window: Window, handled: int, ttl: float
+) -> dict[str, Any]:
+    """Returns the parameters of a checkpoint's move (`save_checkpoint`, `finish_cycle`)."""
+    return {
+        "name": name,
+        "shard": shard,
+        "epoch": epoch,
+        "low": str(window.low),
+        "high": None if window.high is None else str(window.high),
+        "position": window.position,
+        "handled": handled,
+        "ttl": ttl,
+    }
+
+
+async def _rolled_back(conn: Conn) -> None:
+    """Rolls back what a batch left open; a broken connection is the pool's to drop.
+
+    psycopg's own rollback, which also forgets the statements it prepared meanwhile.
+    """
+    if conn.closed or conn.info.transaction_status == _IDLE:
+        return
+    with suppress(psycopg.Error, OSError):
+        await conn.rollback()

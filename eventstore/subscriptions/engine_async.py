@@ -113,8 +113,11 @@ class AsyncShardWorker:
 
     async def _step(self) -> StepResult:
         sub = self.subscription
-        async with self.source.batch_transaction(sub.connection) as (conn, target):
-            checkpoint = await self.source.load_checkpoint(conn, sub.name, self.shard)
+        async with self.source.batch_cycle(sub.connection, sub.name, self.shard) as (
+            conn,
+            target,
+            checkpoint,
+        ):
             if checkpoint is None or checkpoint.epoch != self.epoch:
                 raise FencedError(sub.name, self.shard)
             if checkpoint.status != "running":
@@ -128,8 +131,15 @@ class AsyncShardWorker:
             else:
                 self._ahead = (moved, aspawn(self._read_ahead, moved))
             handled = await self._handle(conn, target, rows, checkpoint.holds_streams)
-            if moved != checkpoint.window and not await self.source.save_checkpoint(
-                conn, sub.name, self.shard, self.epoch, moved, handled, self.lease_ttl
+            if moved != checkpoint.window and not await self.source.finish_cycle(
+                conn,
+                sub.connection,
+                sub.name,
+                self.shard,
+                self.epoch,
+                moved,
+                handled,
+                self.lease_ttl,
             ):
                 raise FencedError(sub.name, self.shard)
         return StepResult(len(rows), drained and live)
