@@ -95,6 +95,36 @@ def test_pending_writes_run_before_a_handler_not_declared_to_return_them() -> No
     ]
 
 
+class AsyncRecorder(Recorder):
+    async def execute(self, statement: str, params: Any = None) -> None:  # type: ignore[override]
+        self.calls.append((statement, params))
+
+
+class AsyncMixed(AsyncProjection):
+    """`Mixed`, with coroutine handlers."""
+
+    name = "mixed"
+
+    @handles
+    async def ticked(self, event: RecordedEvent[Ticked], conn: Any) -> Sql | None:
+        return Sql("tick", {"n": event.data.n}) if event.data.n else None
+
+    @handles
+    async def noted(self, event: RecordedEvent[Noted], conn: Any) -> None:
+        await conn.execute("note", {"text": event.data.text})
+
+
+async def test_an_async_projection_runs_returned_writes_by_the_same_rule() -> None:
+    conn = AsyncRecorder()
+    events = recorded(tick(2), tick(0), tick(4), Noted(text="a"), tick(6), tick(8))
+    await AsyncMixed().handle_batch(events, conn, replay=False)
+    assert conn.calls == [
+        ("tick", [{"n": 2}, {"n": 4}]),
+        ("note", {"text": "a"}),
+        ("tick", [{"n": 6}, {"n": 8}]),
+    ]
+
+
 class Sneaky(Projection):
     """A handler declared to return writes that also executes one itself."""
 
