@@ -23,6 +23,7 @@ from projections.projection import (
     AsyncProjection,
     Projection,
     ProjectionGroup,
+    Sql,
     handles,
 )
 from projections.records import (
@@ -53,6 +54,7 @@ __all__ = [
     "ProjectionTablesMissingError",
     "ProjectionVersion",
     "ProjectionVersionBackwardsError",
+    "Sql",
     "apply_inline",
     "apply_inline_async",
     "handles",

@@ -26,6 +26,12 @@ version builds beside the old one; readers query the view named like the declare
 batch transaction's connection: what they write commits with the checkpoint, exactly once.
 A handler may declare a ``replay`` parameter: it is True while the version is being built
 (and for dead letters retried), so a side effect can be skipped.
+
+A handler may also return its write instead of executing it: ``return Sql(upsert, params)``
+(or a sequence of `Sql`). The default `handle_batch` collects the returned writes in event
+order and runs each consecutive run of one statement with one ``executemany``: the same
+statement executions, in the same order, without a driver round of calls per event. See
+`Sql` for the rule of when they run.
 """
 
 from __future__ import annotations
@@ -34,10 +40,12 @@ import dataclasses
 import inspect
 import re
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final, TypeVar, overload
 
+import psycopg
 import sqlalchemy as sa
+from psycopg import sql as pgsql
 
 from eventstore.errors import ConfigurationError
 from eventstore.events import Event, RecordedEvent
@@ -51,6 +59,7 @@ __all__ = [
     "AsyncProjection",
     "Projection",
     "ProjectionGroup",
+    "Sql",
     "handles",
 ]
 
@@ -90,9 +99,40 @@ def handles(target: Any, /) -> Any:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Sql:
+    """A write a ``@handles`` handler returns instead of executing it.
+
+    ``statement`` is what the batch's connection executes: for a psycopg projection
+    (``connection = "psycopg"``) a ``str``, ``bytes`` or ``psycopg.sql.Composable`` with
+    ``params`` a tuple (or a mapping for ``%(name)s`` placeholders); for a SQLAlchemy one
+    (``"sqlalchemy"`` or ``"session"``) an executable, e.g. ``insert(table)`` or
+    ``sa.text(...)``, with ``params`` a mapping of its bind parameters. A handler returns
+    ``None`` (it wrote nothing, or executed its own statements), one `Sql`, or a sequence
+    of them.
+
+    The default `Projection.handle_batch` runs the returned writes in event order (and
+    each handler's in the order returned); each consecutive run of *the same statement*
+    (the same object, or an equal ``str``, ``bytes`` or ``Composable``: build it once, not
+    per event) is one ``executemany``, which executes the statement once per parameter
+    set, exactly as executing them one by one. Results are not read: no ``RETURNING``.
+
+    When they run: pending writes run before any handler that is not *declared* to
+    return writes (its return annotation does not name `Sql`, e.g. ``-> None``), and when
+    `handle_batch` ends. So a handler that executes its own statements sees every earlier
+    event's writes. A handler declared to return `Sql` runs while earlier events' returned
+    writes may still be pending: if it also executes statements itself, those run before
+    the pending writes.
+    """
+
+    statement: str | bytes | pgsql.Composable | sa.Executable
+    params: Sequence[Any] | Mapping[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Handler:
     method: str
     replay: bool  # whether it takes ``replay=``
+    returns: bool  # whether it is declared to return writes (`Sql`)
 
 
 def _event_class_of(fn: Callable[..., Any]) -> type[Event]:
@@ -134,8 +174,114 @@ def _marked(klass: type) -> dict[type[Event], _Handler]:
                     f"{event.__qualname__}: {found[event].method} and {attribute}"
                 )
             takes_replay = "replay" in inspect.signature(value).parameters
-            found[event] = _Handler(attribute, takes_replay)
+            found[event] = _Handler(attribute, takes_replay, _returns_writes(value))
     return found
+
+
+_NAMES_SQL: Final = re.compile(r"\bSql\b")
+
+
+def _returns_writes(fn: Callable[..., Any]) -> bool:
+    """Tells whether a handler's return annotation names `Sql` (``-> Sql | None``,
+    ``-> list[Sql]``); one that cannot be resolved is read as text."""
+    try:
+        hint = typing.get_type_hints(fn).get("return")
+    except Exception:  # an unresolvable annotation (NameError, ...): read its text
+        hint = getattr(fn, "__annotations__", {}).get("return")
+    return _names_sql(hint)
+
+
+def _names_sql(hint: Any) -> bool:
+    if hint is Sql:
+        return True
+    if isinstance(hint, str):
+        return bool(_NAMES_SQL.search(hint))
+    if isinstance(hint, typing.ForwardRef):
+        return bool(_NAMES_SQL.search(hint.__forward_arg__))
+    return any(_names_sql(arg) for arg in typing.get_args(hint))
+
+
+class _Writes:
+    """Collects the writes handlers return, as runs of one statement, in order."""
+
+    __slots__ = ("runs",)
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[Any, list[Any]]] = []
+
+    def add(self, returned: object, handler: Callable[..., Any]) -> None:
+        if isinstance(returned, Sql):
+            self._add(returned)
+        elif isinstance(returned, Sequence) and not isinstance(returned, str | bytes):
+            for write in returned:
+                if not isinstance(write, Sql):
+                    raise _bad_return(handler, write)
+                self._add(write)
+        else:
+            raise _bad_return(handler, returned)
+
+    def _add(self, write: Sql) -> None:
+        statement = write.statement
+        if self.runs:
+            last, params = self.runs[-1]
+            if statement is last or (
+                isinstance(statement, _COMPARABLE)
+                and type(statement) is type(last)
+                and statement == last
+            ):
+                params.append(write.params)
+                return
+        self.runs.append((statement, [write.params]))
+
+    def take(self) -> list[tuple[Any, list[Any]]]:
+        runs, self.runs = self.runs, []
+        return runs
+
+
+_COMPARABLE: Final = (str, bytes, pgsql.Composable)
+
+
+def _bad_return(handler: Callable[..., Any], value: object) -> TypeError:
+    name = getattr(handler, "__qualname__", repr(handler))
+    return TypeError(
+        f"@handles handler {name} returned {type(value).__qualname__}: return None, "
+        "a projections.Sql or a sequence of them"
+    )
+
+
+def _run_writes(conn: Any, runs: list[tuple[Any, list[Any]]]) -> None:
+    """Executes runs of writes on a psycopg connection, or a SQLAlchemy connection or
+    session, one ``executemany`` per run of two or more."""
+    if isinstance(conn, psycopg.Connection):
+        with conn.cursor() as cur:
+            for statement, params in runs:
+                if len(params) == 1:
+                    cur.execute(statement, params[0])
+                else:
+                    cur.executemany(statement, [() if p is None else p for p in params])
+        return
+    for statement, params in runs:
+        if len(params) == 1:
+            conn.execute(statement, params[0])
+        else:
+            conn.execute(statement, [{} if p is None else p for p in params])
+
+
+async def _run_writes_async(conn: Any, runs: list[tuple[Any, list[Any]]]) -> None:
+    """Executes runs of writes as `_run_writes` does, on an async connection or session."""
+    if isinstance(conn, psycopg.AsyncConnection):
+        async with conn.cursor() as cur:
+            for statement, params in runs:
+                if len(params) == 1:
+                    await cur.execute(statement, params[0])
+                else:
+                    await cur.executemany(statement, [() if p is None else p for p in params])
+        return
+    for statement, params in runs:
+        if len(params) == 1:
+            await conn.execute(statement, params[0])
+        else:
+            await conn.execute(statement, [{} if p is None else p for p in params])
 
 
 def _versioned_tables(owner: str, tables: Sequence[sa.Table], version: int) -> dict[str, sa.Table]:
@@ -264,33 +410,46 @@ class _Definition:
             return tuple(cls.event_types)
         return tuple(cls.__handlers__)
 
-    def _handler_for(self, event: Event) -> tuple[Callable[..., Any], bool] | None:
+    def _handler_for(self, event: Event) -> tuple[Callable[..., Any], _Handler] | None:
         handler = self.__handlers__.get(type(event))
         if handler is None:
             return None
-        return getattr(self, handler.method), handler.replay
+        return getattr(self, handler.method), handler
 
 
 class Projection(_Definition):
     """Keeps read-model tables from events with plain (sync) handlers.
 
     Override `handle_batch` to write a whole batch at once (one ``INSERT ... ON CONFLICT``
-    for many events); by default it calls the ``@handles`` method of each event, in order.
+    for many events); by default it calls the ``@handles`` method of each event, in order,
+    and runs the writes they return (`Sql`) in bulk.
     """
 
     def handle_batch(
         self, events: Sequence[RecordedEvent[Event]], conn: Any, *, replay: bool
     ) -> None:
-        """Handles one batch of events, in the batch's transaction, in log order."""
+        """Handles one batch of events, in the batch's transaction, in log order.
+
+        Runs the writes handlers return (`Sql`) in event order, each consecutive run of
+        one statement as one ``executemany``: before any handler not declared to return
+        writes, and at the end.
+        """
+        writes = _Writes()
         for event in events:
             found = self._handler_for(event.data)
             if found is None:
                 continue
-            handler, takes_replay = found
-            if takes_replay:
-                handler(event, conn, replay=replay)
+            handler, declared = found
+            if writes.runs and not declared.returns:
+                _run_writes(conn, writes.take())
+            if declared.replay:
+                returned = handler(event, conn, replay=replay)
             else:
-                handler(event, conn)
+                returned = handler(event, conn)
+            if returned is not None:
+                writes.add(returned, handler)
+        if writes.runs:
+            _run_writes(conn, writes.take())
 
 
 class AsyncProjection(_Definition):
@@ -301,16 +460,26 @@ class AsyncProjection(_Definition):
     async def handle_batch(
         self, events: Sequence[RecordedEvent[Event]], conn: Any, *, replay: bool
     ) -> None:
-        """Handles one batch of events, in the batch's transaction, in log order."""
+        """Handles one batch of events, in the batch's transaction, in log order.
+
+        Runs the writes handlers return (`Sql`) as `Projection.handle_batch` does.
+        """
+        writes = _Writes()
         for event in events:
             found = self._handler_for(event.data)
             if found is None:
                 continue
-            handler, takes_replay = found
-            outcome: Awaitable[None] = (
-                handler(event, conn, replay=replay) if takes_replay else handler(event, conn)
+            handler, declared = found
+            if writes.runs and not declared.returns:
+                await _run_writes_async(conn, writes.take())
+            outcome: Awaitable[Any] = (
+                handler(event, conn, replay=replay) if declared.replay else handler(event, conn)
             )
-            await outcome
+            returned = await outcome
+            if returned is not None:
+                writes.add(returned, handler)
+        if writes.runs:
+            await _run_writes_async(conn, writes.take())
 
 
 AnyProjection = Projection | AsyncProjection

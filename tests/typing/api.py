@@ -47,7 +47,7 @@ from eventstore import (
 from eventstore.aggregates import Retry, idempotent_event_ids
 from eventstore.testing import Outcome, given
 from eventstore.web import etag_for, version_from_if_match
-from projections import Projection, handles
+from projections import Projection, Sql, handles
 from projections.testing import catch_up
 
 
@@ -136,12 +136,14 @@ class ReadmeBalances(Projection):
     name = "balances"
     tables = (readme_balances,)
 
-    @handles
-    def deposited(self, event: RecordedEvent[Deposited], conn: sa.Connection) -> None:
-        table = self.table("balances")
-        row = insert(table).values(account=event.stream_id, balance=event.data.amount)
+    def __init__(self) -> None:
+        row = insert(table := self.table("balances"))
         added = {"balance": table.c.balance + row.excluded.balance}
-        conn.execute(row.on_conflict_do_update(index_elements=["account"], set_=added))
+        self.upsert = row.on_conflict_do_update(index_elements=["account"], set_=added)
+
+    @handles
+    def deposited(self, event: RecordedEvent[Deposited], conn: sa.Connection) -> Sql:
+        return Sql(self.upsert, {"account": event.stream_id, "balance": event.data.amount})
 
 
 def readme_read_model() -> None:
