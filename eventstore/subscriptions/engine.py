@@ -32,7 +32,12 @@ import tenacity
 
 from eventstore import _rows
 from eventstore._acompat import Handle, spawn
-from eventstore.errors import InvalidEventError, UnknownEventTypeError, UpcastError
+from eventstore.errors import (
+    DatabaseUnavailableError,
+    InvalidEventError,
+    UnknownEventTypeError,
+    UpcastError,
+)
 from eventstore.events import Event, RecordedEvent
 from eventstore.postgres.subscriptions import SubscriptionStore
 from eventstore.sharding import shard_key
@@ -87,11 +92,28 @@ class ShardWorker:
         self.lease_ttl = lease_ttl
         # The next page of the window, read while the handler works on this one.
         self._ahead: tuple[Window, Handle[list[_rows.RawRow] | None]] | None = None
+        # Whether the next batch calls its handler in savepoints (after a failure).
+        self._careful = False
 
     def step(self) -> StepResult:
-        """Runs one cycle; raises `FencedError` when the shard is no longer this worker's."""
+        """Runs one cycle; raises `FencedError` when the shard is no longer this worker's.
+
+        A batch first calls its handler once, with no savepoint: a savepoint costs two
+        round trips, and most batches succeed. When that call fails, the whole batch rolls
+        back and runs again at once with the handler in savepoints, where retries and
+        narrowing down to the failing event work as before.
+        """
+        careful, self._careful = self._careful, False
         try:
-            return self._step()
+            return self._step(careful)
+        except _Redo as redo:
+            self._careful = True
+            logger.info(
+                "handler failed, running the batch again in savepoints: %s",
+                redo,
+                extra={"subscription": self.subscription.name, "shard": self.shard},
+            )
+            return StepResult(0, False)
         except PostponedError as postponed:
             error = postponed.__cause__ or postponed
             self.source.note_error(self.subscription.name, self.shard, self.epoch, _line(error))
@@ -111,7 +133,7 @@ class ShardWorker:
             )
             return StepResult(0, True, "halted")
 
-    def _step(self) -> StepResult:
+    def _step(self, careful: bool) -> StepResult:
         sub = self.subscription
         with self.source.batch_cycle(sub.connection, sub.name, self.shard) as (
             conn,
@@ -130,17 +152,27 @@ class ShardWorker:
                 moved = moved.drained()
             else:
                 self._ahead = (moved, spawn(self._read_ahead, moved))
-            handled = self._handle(conn, target, rows, checkpoint.holds_streams)
-            if moved != checkpoint.window and not self.source.finish_cycle(
-                conn,
-                sub.connection,
-                sub.name,
-                self.shard,
-                self.epoch,
-                moved,
-                handled,
-                self.lease_ttl,
-            ):
+            handled = self._handle(conn, target, rows, checkpoint.holds_streams, careful)
+            try:
+                finished = moved == checkpoint.window or self.source.finish_cycle(
+                    conn,
+                    sub.connection,
+                    sub.name,
+                    self.shard,
+                    self.epoch,
+                    moved,
+                    handled,
+                    self.lease_ttl,
+                )
+            except DatabaseUnavailableError:
+                raise
+            except Exception as exc:
+                # E.g. a handler that swallowed its own statement's error left the
+                # transaction aborted: in savepoints, that shows as the handler's failure.
+                if careful or not handled:
+                    raise
+                raise _Redo(_line(exc)) from exc
+            if not finished:
                 raise FencedError(sub.name, self.shard)
         return StepResult(len(rows), drained and live)
 
@@ -180,7 +212,12 @@ class ShardWorker:
             return None
 
     def _handle(
-        self, conn: Any, target: Any, rows: Sequence[_rows.RawRow], holds_streams: bool
+        self,
+        conn: Any,
+        target: Any,
+        rows: Sequence[_rows.RawRow],
+        holds_streams: bool,
+        careful: bool,
     ) -> int:
         """Handles a page: decodes, parks held and undecodable events, runs the handler."""
         if not rows:
@@ -199,8 +236,24 @@ class ShardWorker:
             except _UNDECODABLE as exc:
                 self._park(conn, _Parked(*row[:5]), "undecodable", exc)
                 held.add(row[1])
-        self._run(conn, target, events, held, sub.retries)
+        if careful:
+            self._run(conn, target, events, held, sub.retries)
+        else:
+            self._call_once(target, events)
         return len(events)
+
+    def _call_once(self, target: Any, events: list[RecordedEvent[Event]]) -> None:
+        """Calls the handler once, in the batch's transaction itself (no savepoint)."""
+        if not events:
+            return
+        batch: Batch[Any] = Batch(self.subscription.name, self.shard, tuple(events))
+        try:
+            with self.source.handler_target(self.subscription.connection, target) as given:
+                _call_handler(self.subscription, batch, given)
+        except Exception as exc:
+            if self.subscription.is_transient(exc):
+                raise PostponedError(_line(exc)) from exc
+            raise _Redo(_line(exc)) from exc
 
     def _run(
         self,
@@ -330,6 +383,10 @@ def discard_dead_letters(store: SubscriptionStore, ids: Sequence[int]) -> int:
 
 def _call_handler(subscription: Subscription, batch: Batch[Any], conn: Any) -> None:
     subscription.handler(batch, conn)
+
+
+class _Redo(Exception):
+    """A handler called without a savepoint failed: the batch runs again in savepoints."""
 
 
 def _line(error: BaseException) -> str:

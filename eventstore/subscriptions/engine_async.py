@@ -30,7 +30,12 @@ import tenacity
 
 from eventstore import _rows
 from eventstore._acompat import AsyncHandle, aspawn
-from eventstore.errors import InvalidEventError, UnknownEventTypeError, UpcastError
+from eventstore.errors import (
+    DatabaseUnavailableError,
+    InvalidEventError,
+    UnknownEventTypeError,
+    UpcastError,
+)
 from eventstore.events import Event, RecordedEvent
 from eventstore.postgres.subscriptions_async import AsyncSubscriptionStore
 from eventstore.sharding import shard_key
@@ -85,11 +90,28 @@ class AsyncShardWorker:
         self.lease_ttl = lease_ttl
         # The next page of the window, read while the handler works on this one.
         self._ahead: tuple[Window, AsyncHandle[list[_rows.RawRow] | None]] | None = None
+        # Whether the next batch calls its handler in savepoints (after a failure).
+        self._careful = False
 
     async def step(self) -> StepResult:
-        """Runs one cycle; raises `FencedError` when the shard is no longer this worker's."""
+        """Runs one cycle; raises `FencedError` when the shard is no longer this worker's.
+
+        A batch first calls its handler once, with no savepoint: a savepoint costs two
+        round trips, and most batches succeed. When that call fails, the whole batch rolls
+        back and runs again at once with the handler in savepoints, where retries and
+        narrowing down to the failing event work as before.
+        """
+        careful, self._careful = self._careful, False
         try:
-            return await self._step()
+            return await self._step(careful)
+        except _Redo as redo:
+            self._careful = True
+            logger.info(
+                "handler failed, running the batch again in savepoints: %s",
+                redo,
+                extra={"subscription": self.subscription.name, "shard": self.shard},
+            )
+            return StepResult(0, False)
         except PostponedError as postponed:
             error = postponed.__cause__ or postponed
             await self.source.note_error(
@@ -111,7 +133,7 @@ class AsyncShardWorker:
             )
             return StepResult(0, True, "halted")
 
-    async def _step(self) -> StepResult:
+    async def _step(self, careful: bool) -> StepResult:
         sub = self.subscription
         async with self.source.batch_cycle(sub.connection, sub.name, self.shard) as (
             conn,
@@ -130,17 +152,27 @@ class AsyncShardWorker:
                 moved = moved.drained()
             else:
                 self._ahead = (moved, aspawn(self._read_ahead, moved))
-            handled = await self._handle(conn, target, rows, checkpoint.holds_streams)
-            if moved != checkpoint.window and not await self.source.finish_cycle(
-                conn,
-                sub.connection,
-                sub.name,
-                self.shard,
-                self.epoch,
-                moved,
-                handled,
-                self.lease_ttl,
-            ):
+            handled = await self._handle(conn, target, rows, checkpoint.holds_streams, careful)
+            try:
+                finished = moved == checkpoint.window or await self.source.finish_cycle(
+                    conn,
+                    sub.connection,
+                    sub.name,
+                    self.shard,
+                    self.epoch,
+                    moved,
+                    handled,
+                    self.lease_ttl,
+                )
+            except DatabaseUnavailableError:
+                raise
+            except Exception as exc:
+                # E.g. a handler that swallowed its own statement's error left the
+                # transaction aborted: in savepoints, that shows as the handler's failure.
+                if careful or not handled:
+                    raise
+                raise _Redo(_line(exc)) from exc
+            if not finished:
                 raise FencedError(sub.name, self.shard)
         return StepResult(len(rows), drained and live)
 
@@ -180,7 +212,12 @@ class AsyncShardWorker:
             return None
 
     async def _handle(
-        self, conn: Any, target: Any, rows: Sequence[_rows.RawRow], holds_streams: bool
+        self,
+        conn: Any,
+        target: Any,
+        rows: Sequence[_rows.RawRow],
+        holds_streams: bool,
+        careful: bool,
     ) -> int:
         """Handles a page: decodes, parks held and undecodable events, runs the handler."""
         if not rows:
@@ -199,8 +236,24 @@ class AsyncShardWorker:
             except _UNDECODABLE as exc:
                 await self._park(conn, _Parked(*row[:5]), "undecodable", exc)
                 held.add(row[1])
-        await self._run(conn, target, events, held, sub.retries)
+        if careful:
+            await self._run(conn, target, events, held, sub.retries)
+        else:
+            await self._call_once(target, events)
         return len(events)
+
+    async def _call_once(self, target: Any, events: list[RecordedEvent[Event]]) -> None:
+        """Calls the handler once, in the batch's transaction itself (no savepoint)."""
+        if not events:
+            return
+        batch: Batch[Any] = Batch(self.subscription.name, self.shard, tuple(events))
+        try:
+            async with self.source.handler_target(self.subscription.connection, target) as given:
+                await _call_handler(self.subscription, batch, given)
+        except Exception as exc:
+            if self.subscription.is_transient(exc):
+                raise PostponedError(_line(exc)) from exc
+            raise _Redo(_line(exc)) from exc
 
     async def _run(
         self,
@@ -337,6 +390,10 @@ async def _call_handler(subscription: Subscription, batch: Batch[Any], conn: Any
             await outcome
     else:
         subscription.handler(batch, conn)
+
+
+class _Redo(Exception):
+    """A handler called without a savepoint failed: the batch runs again in savepoints."""
 
 
 def _line(error: BaseException) -> str:

@@ -465,3 +465,71 @@ def test_the_next_page_is_read_ahead_and_used_only_at_its_own_window(url: str) -
     everything = sorted(seen)
     assert len(everything) == 2500 == len(set(seen))
     assert seen == everything
+
+
+def test_a_fenced_batch_commits_nothing_of_its_handler(url: str) -> None:
+    """The checkpoint's move travels with the COMMIT: when the move is fenced (another
+    runner took the shard while the handler ran), the COMMIT must not run, so the
+    handler's writes vanish."""
+    from eventstore.subscriptions import records
+    from eventstore.subscriptions.engine import ShardWorker
+
+    append_many(url, streams=2, per_stream=2)
+    record = recorder("fenced")
+    taken = {"done": False}
+
+    def handler(batch: Batch[Any], conn: Any) -> None:
+        record(batch, conn)
+        if not taken["done"]:  # meanwhile, the lease ran out and another runner took it
+            taken["done"] = True
+            with psycopg.connect(url, autocommit=True) as other:
+                other.execute(
+                    "UPDATE eventstore.checkpoints SET owner = 'new', epoch = epoch + 1 "
+                    "WHERE name = 'fenced'"
+                )
+
+    sub = Subscription("fenced", handler)
+    with SubscriptionStore(url, registry=REGISTRY) as source:
+        source.ensure_checkpoints(sub.name, 1, False)
+        (epoch,) = source.claim_shards(sub.name, "old", 30, 1).values()
+        stale = ShardWorker(source, sub, 0, epoch, lease_ttl=30)
+        with pytest.raises(records.FencedError):
+            stale.step()
+        assert seen(url, "fenced") == []
+        fresh = ShardWorker(source, sub, 0, epoch + 1, lease_ttl=30)
+        assert fresh.step().read == 4
+    assert len(seen(url, "fenced")) == 4
+
+
+def test_a_failing_handler_reruns_its_batch_in_savepoints_without_its_first_writes(
+    url: str,
+) -> None:
+    """A batch calls its handler once with no savepoint; when it fails, the whole batch
+    rolls back (the writes of that first call too) and runs again in savepoints, where
+    only the failing event is parked."""
+    from eventstore.subscriptions.engine import ShardWorker
+
+    append_many(url, streams=1, per_stream=5)
+    calls: list[int] = []
+    record = recorder("rerun", lambda e: e.version == 4)
+
+    def handler(batch: Batch[Any], conn: Any) -> None:
+        calls.append(len(batch.events))
+        record(batch, conn)
+
+    sub = Subscription("rerun", handler, retries=1)
+    with SubscriptionStore(url, registry=REGISTRY) as source:
+        source.ensure_checkpoints(sub.name, 1, False)
+        (epoch,) = source.claim_shards(sub.name, "me", 30, 1).values()
+        worker = ShardWorker(source, sub, 0, epoch, lease_ttl=30)
+        first = worker.step()
+        assert (first.read, first.caught_up) == (0, False)  # rolled back, to be run again
+        assert seen(url, "rerun") == []  # events 1-3 written by the failed call: gone
+        assert worker.step().read == 5
+        assert [(d.version, d.reason) for d in source.dead_letters("rerun")] == [
+            (4, "handler_failed"),
+            (5, "held"),
+        ]
+        assert worker.step().caught_up
+    assert seen(url, "rerun") == [("acct-0", 1), ("acct-0", 2), ("acct-0", 3)]
+    assert calls[0] == 5  # the first call had the whole batch
