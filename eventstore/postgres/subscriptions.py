@@ -504,7 +504,7 @@ class SubscriptionStore:
 
     def lows(self, name: str) -> dict[int, PgSnapshot]:
         """Returns each shard's low snapshot: what it has handled for sure."""
-        with self.transaction() as conn:
+        with self._autocommit() as conn:  # one statement: waits poll it often
             rows = self._fetch(conn, self._sql.lows, {"name": name})
         return {shard: PgSnapshot.parse(low) for shard, low in rows}
 

@@ -509,7 +509,7 @@ class AsyncSubscriptionStore:
 
     async def lows(self, name: str) -> dict[int, PgSnapshot]:
         """Returns each shard's low snapshot: what it has handled for sure."""
-        async with self.transaction() as conn:
+        async with self._autocommit() as conn:  # one statement: waits poll it often
             rows = await self._fetch(conn, self._sql.lows, {"name": name})
         return {shard: PgSnapshot.parse(low) for shard, low in rows}
 

@@ -75,6 +75,8 @@ class _Shard:
         # Set by wake-ups, cleared by the worker before each cycle: a wake-up that comes
         # while a cycle runs is kept, and the worker looks again at once.
         self.wake = asyncio.Event()
+        # Whether the worker waits for a wake-up (caught up): the watch looks only then.
+        self.idle = False
 
 
 class SubscriptionRunner:
@@ -291,7 +293,11 @@ class SubscriptionRunner:
                     continue
                 failures = 0
                 if result.caught_up or result.status != "running":
-                    await self._pause(state.wake, self.poll_interval)
+                    state.idle = True
+                    try:
+                        await self._pause(state.wake, self.poll_interval)
+                    finally:
+                        state.idle = False
             if state.release and not self._stopping.is_set():
                 await self.store.release_shard(sub.name, shard, state.epoch)
         finally:
@@ -336,6 +342,11 @@ class SubscriptionRunner:
         last: str | None = None
         failures = 0
         while not self._stopping.is_set():
+            if not any(state.idle for state in self._held.values()):
+                # Every worker is busy (catching up) or there are none: nobody to wake.
+                last = None
+                await self._pause(None, self.wake_interval)
+                continue
             try:
                 current = await self.store.snapshot_text()
                 failures = 0
