@@ -147,6 +147,7 @@ class Relay:
             retries=retries,
             start=start,
             transient=(TransientPublishError,),
+            side_effects=True,  # a rerun of a rolled-back batch would publish it all again
         )
 
     def __repr__(self) -> str:

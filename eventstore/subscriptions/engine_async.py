@@ -101,7 +101,8 @@ class AsyncShardWorker:
         back and runs again at once with the handler in savepoints, where retries and
         narrowing down to the failing event work as before.
         """
-        careful, self._careful = self._careful, False
+        careful = self._careful or self.subscription.side_effects
+        self._careful = False
         try:
             return await self._step(careful)
         except _Redo as redo:

@@ -533,3 +533,31 @@ def test_a_failing_handler_reruns_its_batch_in_savepoints_without_its_first_writ
         assert worker.step().caught_up
     assert seen(url, "rerun") == [("acct-0", 1), ("acct-0", 2), ("acct-0", 3)]
     assert calls[0] == 5  # the first call had the whole batch
+
+
+def test_a_handler_with_side_effects_runs_in_savepoints_from_its_first_call(url: str) -> None:
+    """``side_effects=True``: no rollback and rerun of the whole batch (that would repeat
+    the handler's outside work); the failing event is found in the batch's transaction."""
+    from eventstore.subscriptions.engine import ShardWorker
+
+    append_many(url, streams=1, per_stream=5)
+    transactions: set[tuple[int, Any]] = set()
+    record = recorder("effects", lambda e: e.version == 4)
+
+    def handler(batch: Batch[Any], conn: Any) -> None:
+        started = conn.execute("SELECT now()").fetchone()[0]
+        transactions.add((conn.info.backend_pid, started))
+        record(batch, conn)
+
+    sub = Subscription("effects", handler, retries=1, side_effects=True)
+    with SubscriptionStore(url, registry=REGISTRY) as source:
+        source.ensure_checkpoints(sub.name, 1, False)
+        (epoch,) = source.claim_shards(sub.name, "me", 30, 1).values()
+        worker = ShardWorker(source, sub, 0, epoch, lease_ttl=30)
+        assert worker.step().read == 5  # parked in this very batch
+        assert [(d.version, d.reason) for d in source.dead_letters("effects")] == [
+            (4, "handler_failed"),
+            (5, "held"),
+        ]
+    assert len(transactions) == 1  # every call of the narrowing in one transaction
+    assert seen(url, "effects") == [("acct-0", 1), ("acct-0", 2), ("acct-0", 3)]
