@@ -41,7 +41,7 @@ from eventstore.errors import (
 from eventstore.events import Event
 from eventstore.postgres import subscription_sql
 from eventstore.postgres.connections import libpq_url, unwrap_connection
-from eventstore.postgres.errors import translated, translated_errors
+from eventstore.postgres.errors import translated_errors
 from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.postgres.scope import entered
 from eventstore.registry import EventRegistry
@@ -158,14 +158,8 @@ class SubscriptionStore:
     @contextmanager
     def transaction(self) -> Iterator[Conn]:
         """Yields a pooled connection inside a transaction that commits on success."""
-        self.open()
-        assert self._pool is not None
-        try:
-            with entered(self._pool.connection()) as conn, entered(conn.transaction()):
-                yield conn
-        except DatabaseUnavailableError:
-            self._pool.check()  # after a restart, drop every dead pooled connection
-            raise
+        with self._pooled() as conn, entered(conn.transaction()):
+            yield conn
 
     @contextmanager
     def batch_transaction(self, kind: ConnectionKind) -> Iterator[tuple[Conn, Any]]:
@@ -205,27 +199,21 @@ class SubscriptionStore:
             with self.batch_transaction(kind) as (conn, target):
                 yield conn, target, self.load_checkpoint(conn, name, shard)
             return
-        self.open()
-        assert self._pool is not None
-        try:
-            with entered(self._pool.connection()) as conn:
-                try:
-                    with translated_errors():
-                        with conn.pipeline():
-                            conn.execute(b"BEGIN", prepare=False)
-                            cur = conn.cursor(row_factory=tuple_row)
-                            cur.execute(self._sql.load_checkpoint, {"name": name, "shard": shard})
-                        rows = cur.fetchall()
-                    yield conn, conn, _checkpoint_row(rows)
-                except BaseException:
-                    _rolled_back(conn)
-                    raise
-                if conn.info.transaction_status != _IDLE:
-                    with translated_errors():
-                        conn.commit()
-        except DatabaseUnavailableError:
-            self._pool.check()  # after a restart, drop every dead pooled connection
-            raise
+        with self._pooled() as conn:
+            try:
+                with translated_errors():
+                    with conn.pipeline():
+                        conn.execute(b"BEGIN", prepare=False)
+                        cur = conn.cursor(row_factory=tuple_row)
+                        cur.execute(self._sql.load_checkpoint, {"name": name, "shard": shard})
+                    rows = cur.fetchall()
+                yield conn, conn, _checkpoint_row(rows)
+            except BaseException:
+                _rolled_back(conn)
+                raise
+            if conn.info.transaction_status != _IDLE:
+                with translated_errors():
+                    conn.commit()
 
     def finish_cycle(
         self,
@@ -243,18 +231,14 @@ class SubscriptionStore:
         if kind != "psycopg":
             return self.save_checkpoint(conn, name, shard, epoch, window, handled, ttl)
         params = _checkpoint_params(name, shard, epoch, window, handled, ttl)
-        try:
-            with conn.pipeline():
-                conn.execute(self._sql.finish_cycle, params)
-                conn.execute(b"COMMIT", prepare=False)
-        except psycopg.errors.DivisionByZero:  # the fence: no row moved, nothing committed
-            _rolled_back(conn)
-            return False
-        except psycopg.Error as exc:
-            mapped = translated(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+        with translated_errors():
+            try:
+                with conn.pipeline():
+                    conn.execute(self._sql.finish_cycle, params)
+                    conn.execute(b"COMMIT", prepare=False)
+            except psycopg.errors.DivisionByZero:  # the fence: no row moved, nothing committed
+                _rolled_back(conn)
+                return False
         return True
 
     @contextmanager
@@ -504,7 +488,7 @@ class SubscriptionStore:
 
     def lows(self, name: str) -> dict[int, PgSnapshot]:
         """Returns each shard's low snapshot: what it has handled for sure."""
-        with self._autocommit() as conn:  # one statement: waits poll it often
+        with self._pooled() as conn:  # one statement: waits poll it often
             rows = self._fetch(conn, self._sql.lows, {"name": name})
         return {shard: PgSnapshot.parse(low) for shard, low in rows}
 
@@ -513,17 +497,18 @@ class SubscriptionStore:
 
         One statement in autocommit (no transaction around it): runners ask every 50 ms.
         """
-        with self._autocommit() as conn:
+        with self._pooled() as conn:
             return str(self._one(conn, self._sql.current_snapshot, {}))
 
     def snapshot_now(self) -> PgSnapshot:
         """Returns the current snapshot, on a connection of its own."""
-        with self._autocommit() as conn:
+        with self._pooled() as conn:
             return self.current_snapshot(conn)
 
     @contextmanager
-    def _autocommit(self) -> Iterator[Conn]:
-        """Yields a pooled connection in autocommit, for a single statement."""
+    def _pooled(self) -> Iterator[Conn]:
+        """Yields a pooled connection (in autocommit); after the database was unavailable,
+        drops every dead connection of the pool."""
         self.open()
         assert self._pool is not None
         try:

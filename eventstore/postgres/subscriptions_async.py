@@ -41,7 +41,7 @@ from eventstore.errors import (
 from eventstore.events import Event
 from eventstore.postgres import subscription_sql
 from eventstore.postgres.connections import libpq_url, unwrap_async_connection
-from eventstore.postgres.errors import translated, translated_errors
+from eventstore.postgres.errors import translated_errors
 from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.postgres.scope_async import entered
 from eventstore.registry import EventRegistry
@@ -158,14 +158,8 @@ class AsyncSubscriptionStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         """Yields a pooled connection inside a transaction that commits on success."""
-        await self.open()
-        assert self._pool is not None
-        try:
-            async with entered(self._pool.connection()) as conn, entered(conn.transaction()):
-                yield conn
-        except DatabaseUnavailableError:
-            await self._pool.check()  # after a restart, drop every dead pooled connection
-            raise
+        async with self._pooled() as conn, entered(conn.transaction()):
+            yield conn
 
     @asynccontextmanager
     async def batch_transaction(self, kind: ConnectionKind) -> AsyncIterator[tuple[Conn, Any]]:
@@ -205,29 +199,21 @@ class AsyncSubscriptionStore:
             async with self.batch_transaction(kind) as (conn, target):
                 yield conn, target, await self.load_checkpoint(conn, name, shard)
             return
-        await self.open()
-        assert self._pool is not None
-        try:
-            async with entered(self._pool.connection()) as conn:
-                try:
-                    with translated_errors():
-                        async with conn.pipeline():
-                            await conn.execute(b"BEGIN", prepare=False)
-                            cur = conn.cursor(row_factory=tuple_row)
-                            await cur.execute(
-                                self._sql.load_checkpoint, {"name": name, "shard": shard}
-                            )
-                        rows = await cur.fetchall()
-                    yield conn, conn, _checkpoint_row(rows)
-                except BaseException:
-                    await _rolled_back(conn)
-                    raise
-                if conn.info.transaction_status != _IDLE:
-                    with translated_errors():
-                        await conn.commit()
-        except DatabaseUnavailableError:
-            await self._pool.check()  # after a restart, drop every dead pooled connection
-            raise
+        async with self._pooled() as conn:
+            try:
+                with translated_errors():
+                    async with conn.pipeline():
+                        await conn.execute(b"BEGIN", prepare=False)
+                        cur = conn.cursor(row_factory=tuple_row)
+                        await cur.execute(self._sql.load_checkpoint, {"name": name, "shard": shard})
+                    rows = await cur.fetchall()
+                yield conn, conn, _checkpoint_row(rows)
+            except BaseException:
+                await _rolled_back(conn)
+                raise
+            if conn.info.transaction_status != _IDLE:
+                with translated_errors():
+                    await conn.commit()
 
     async def finish_cycle(
         self,
@@ -245,18 +231,14 @@ class AsyncSubscriptionStore:
         if kind != "psycopg":
             return await self.save_checkpoint(conn, name, shard, epoch, window, handled, ttl)
         params = _checkpoint_params(name, shard, epoch, window, handled, ttl)
-        try:
-            async with conn.pipeline():
-                await conn.execute(self._sql.finish_cycle, params)
-                await conn.execute(b"COMMIT", prepare=False)
-        except psycopg.errors.DivisionByZero:  # the fence: no row moved, nothing committed
-            await _rolled_back(conn)
-            return False
-        except psycopg.Error as exc:
-            mapped = translated(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+        with translated_errors():
+            try:
+                async with conn.pipeline():
+                    await conn.execute(self._sql.finish_cycle, params)
+                    await conn.execute(b"COMMIT", prepare=False)
+            except psycopg.errors.DivisionByZero:  # the fence: no row moved, nothing committed
+                await _rolled_back(conn)
+                return False
         return True
 
     @asynccontextmanager
@@ -509,7 +491,7 @@ class AsyncSubscriptionStore:
 
     async def lows(self, name: str) -> dict[int, PgSnapshot]:
         """Returns each shard's low snapshot: what it has handled for sure."""
-        async with self._autocommit() as conn:  # one statement: waits poll it often
+        async with self._pooled() as conn:  # one statement: waits poll it often
             rows = await self._fetch(conn, self._sql.lows, {"name": name})
         return {shard: PgSnapshot.parse(low) for shard, low in rows}
 
@@ -518,17 +500,18 @@ class AsyncSubscriptionStore:
 
         One statement in autocommit (no transaction around it): runners ask every 50 ms.
         """
-        async with self._autocommit() as conn:
+        async with self._pooled() as conn:
             return str(await self._one(conn, self._sql.current_snapshot, {}))
 
     async def snapshot_now(self) -> PgSnapshot:
         """Returns the current snapshot, on a connection of its own."""
-        async with self._autocommit() as conn:
+        async with self._pooled() as conn:
             return await self.current_snapshot(conn)
 
     @asynccontextmanager
-    async def _autocommit(self) -> AsyncIterator[Conn]:
-        """Yields a pooled connection in autocommit, for a single statement."""
+    async def _pooled(self) -> AsyncIterator[Conn]:
+        """Yields a pooled connection (in autocommit); after the database was unavailable,
+        drops every dead connection of the pool."""
         await self.open()
         assert self._pool is not None
         try:
