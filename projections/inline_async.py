@@ -13,7 +13,9 @@ inline:
 
 - every application reads the version's status row and its mode row ``FOR SHARE``, in the
   appending transaction: a blue/green switch and a mode switch wait for the appends in
-  flight, and the appends after them see what the switch wrote;
+  flight, and the appends after them see what the switch wrote. The same statement first
+  takes the projection's advisory lock in shared mode (a switch takes it exclusively), so
+  appends that start while a switch waits queue behind it instead of holding it off;
 - the mode switch records snapshots: the transactions visible in the "until" snapshot and
   not in the "since" one applied their own events, and the daemon skips exactly those.
 
@@ -59,7 +61,7 @@ async def apply_inline(
     raises: the append fails with it, roll the transaction back (as after any error).
     """
     raw: psycopg.AsyncConnection[Any] = await unwrap_async_connection(conn)
-    params = {"name": projection.name, "version": projection.version}
+    params = sql.lock_params(projection.name) | {"version": projection.version}
     try:
         async with raw.cursor(row_factory=tuple_row) as cur:
             await cur.execute(sql.render(schema).inline_state, params)

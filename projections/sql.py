@@ -88,10 +88,19 @@ STATUS_ONLY: Final = (
 # Read by every inline application, in the appending transaction: both rows FOR SHARE, so
 # a blue/green switch (the version row) and a mode switch (the mode row) wait for the
 # appending transactions in flight, and those after them see what the switch wrote.
+#
+# First (the subquery runs below the row locks), the name's advisory lock in shared mode:
+# a switch takes it exclusively before it locks the rows, and Postgres queues a heavyweight
+# lock request behind a waiting conflicting one, so appends that start after a switch asked
+# wait for it. Row locks alone have no such queue: FOR SHARE never waits for a FOR UPDATE
+# that waits, and under a steady stream of inline appends a switch waited for minutes
+# (each of its waits shorter than its lock_timeout).
 INLINE_STATE: Final = (
-    "SELECT p.status, m.inline_from, m.inline_until FROM {projections} p "
+    "SELECT p.status, m.inline_from, m.inline_until "
+    "FROM (SELECT pg_advisory_xact_lock_shared(%(lock_class)s, hashtext(%(name)s))) AS l, "
+    "{projections} p "
     "JOIN {projection_modes} m ON m.name = p.name AND m.version = p.version "
-    "WHERE p.name = %(name)s AND p.version = %(version)s FOR SHARE"
+    "WHERE p.name = %(name)s AND p.version = %(version)s FOR SHARE OF p, m"
 )
 
 # The mode switch: appending transactions in flight finish first, later ones wait for it.

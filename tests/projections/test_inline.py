@@ -193,7 +193,13 @@ async def test_switching_modes_under_concurrent_appends_applies_each_event_once_
             futures = [pool.submit(writers.run, w) for w in range(8)]
             try:
                 for mode in ("inline", "daemon", "inline", "daemon", "inline"):
-                    await manager.set_mode("tally", mode, timeout=30)  # type: ignore[arg-type]
+                    # A liveness deadline: with row locks alone a switch could wait behind
+                    # the steady inline appends for minutes (each wait shorter than its
+                    # lock_timeout); the name's advisory lock queues them behind it.
+                    await asyncio.wait_for(
+                        manager.set_mode("tally", mode, timeout=30),  # type: ignore[arg-type]
+                        60,
+                    )
                     assert await manager.mode("tally") == mode
                     await landed(writers, writers.appended + 20)
             finally:
@@ -211,6 +217,45 @@ async def test_switching_modes_under_concurrent_appends_applies_each_event_once_
         assert await dead_letters(manager) == 0
     assert read_model(url) == replay_of_log(url)
     assert writers.appended > 100
+
+
+async def test_appends_that_start_while_a_mode_switch_waits_queue_behind_it(
+    url: str, engine: sa.Engine, store: PostgresEventStore
+) -> None:
+    # Row locks alone let every new inline append (FOR SHARE) past a switch that waits for
+    # FOR UPDATE, so under steady appends a switch could wait for minutes.
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+
+    async def waiters(count: int) -> bool:
+        return bool(query(url, waiting)[0][0] >= count)
+
+    def later_append() -> bool:
+        with engine.begin() as conn:
+            store.append("queued-1", tick(0), conn=conn)
+            return apply_inline(Tally(), list(store.read_stream("queued-1", conn=conn)), conn)
+
+    inline = InlineProjections(store, [Tally()])
+    async with running(url, Tally()) as manager:
+        await manager.wait_until_caught_up(Tally, timeout=20)  # prepared, running
+        await manager.set_mode("tally", "inline", timeout=20)
+        with engine.connect() as first:
+            with first.begin():
+                inline.append("first-1", [tick(0)], conn=first)  # in flight: holds its locks
+                switch = asyncio.create_task(manager.set_mode("tally", "daemon", timeout=30))
+                await eventually(lambda: waiters(1), 10, "the switch waits for the append")
+                later = asyncio.create_task(asyncio.to_thread(later_append))
+                await eventually(lambda: waiters(2), 10, "a later append waits behind it")
+                assert not switch.done() and not later.done()
+            # The first append commits: the switch goes through, then the later append.
+            window = await switch
+            assert window is not None and not window.is_open
+            assert await later is False  # it saw the daemon's mode: the daemon applies it
+        await manager.wait_until_caught_up(Tally, timeout=20)
+        assert await dead_letters(manager) == 0
+    assert read_model(url) == replay_of_log(url)
 
 
 async def test_a_version_with_dead_letters_does_not_go_inline(
