@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: demo test test-unit lint docs bench bench-aggregates bench-subscriptions bench-outbox bench-outbox-faststream bench-projections generate clean
@@ -29,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/python tools/async_to_sync.py --check
 
 test: lint docs
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The documentation site with its API reference from the docstrings, into site/; any
 # warning (a broken link, an unknown name, a bad docstring) fails the build.

@@ -38,3 +38,19 @@ def installed_wheel(built_wheel: Path) -> Path:
     with zipfile.ZipFile(built_wheel) as archive:
         archive.extractall(site)
     return site
+
+
+def _uses_the_shared_brokers(item: pytest.Item) -> bool:
+    """The outbox tests and the outbox pages' code use the machine's RabbitMQ, NATS and
+    Redis, and one of them stops RabbitMQ for ten seconds."""
+    path = Path(str(item.path))
+    return "outbox" in path.parts or (path.parent.name == "docs" and "outbox" in item.nodeid)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `make test` runs the tests in two processes (pytest-xdist, `--dist loadgroup`): every
+    # test that uses the shared brokers runs in one of them, one at a time, so the outage
+    # test never cuts another test's broker. Each test has a database of its own anyway.
+    for item in items:
+        if _uses_the_shared_brokers(item):
+            item.add_marker(pytest.mark.xdist_group("brokers"))
