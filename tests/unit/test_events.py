@@ -16,7 +16,7 @@ from eventstore import (
     UpcastError,
 )
 from eventstore._append import validate_expected
-from eventstore.events import uuid7
+from eventstore.events import uuid7, uuid7_batch
 from eventstore.sharding import shard_key
 from tests.support import Deposited, make_registry
 
@@ -98,6 +98,18 @@ def test_uuid7_is_version_7_and_monotonic() -> None:
     assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
     assert ids == sorted(ids, key=lambda u: u.bytes)
     assert len(set(ids)) == len(ids)
+
+
+def test_uuid7s_are_the_uuids_the_constructor_makes() -> None:
+    import copy
+    import pickle
+
+    for made in uuid7_batch(1000):
+        plain = uuid.UUID(int=made.int)
+        assert made == plain and hash(made) == hash(plain) and str(made) == str(plain)
+        assert made.bytes == plain.bytes and made.is_safe == plain.is_safe
+        assert pickle.loads(pickle.dumps(made)) == plain and copy.copy(made) == plain
+        assert uuid.UUID(f"{made.int:032x}") == plain  # the append's wire form
 
 
 def test_shard_key_is_stable_and_non_negative() -> None:
