@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import math
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 from eventstore.errors import ConfigurationError, DatabaseUnavailableError, EventStoreError
 from eventstore.postgres.schema import DEFAULT_SCHEMA
@@ -395,7 +397,9 @@ def _check_engines(subs: Iterable[Subscription], engine: Any, async_engine: Any)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
-    """Stops gracefully on the first SIGTERM/SIGINT; a second one exits at once."""
+    """Stops gracefully on the first SIGTERM/SIGINT; a second one exits at once. SIGUSR1
+    prints the stack of every thread and asyncio task to stderr (what a stuck daemon
+    waits for), and the daemon goes on."""
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
@@ -406,3 +410,15 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGUSR1, dump_stacks)
+
+
+def dump_stacks(file: TextIO | None = None) -> None:
+    """Prints the stack of every thread and of every asyncio task of the running loop."""
+    out = sys.stderr if file is None else file
+    print("--- threads", file=out, flush=True)
+    faulthandler.dump_traceback(file=out, all_threads=True)
+    print("--- asyncio tasks", file=out)
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=out)
+    out.flush()

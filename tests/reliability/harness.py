@@ -7,6 +7,7 @@ on database conditions with deadlines, never on sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import select
@@ -234,7 +235,15 @@ def finish(processes: Iterable[Process], timeout: float) -> None:
         try:
             code = process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{process.label} still running\n{process.tail()}") from None
+            # What it waits for: a daemon prints its threads' and tasks' stacks on SIGUSR1.
+            size = process.log.stat().st_size if process.log.exists() else 0
+            process.signal(signal.SIGUSR1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(timeout=2)
+            stacks = process.log.read_text(errors="replace")[size:] if process.log.exists() else ""
+            raise AssertionError(
+                f"{process.label} still running\n{process.tail()}\n{stacks[-20000:]}"
+            ) from None
         process.close_pipes()
         assert code == 0, f"{process.label} exited with {code}\n{process.tail()}"
 

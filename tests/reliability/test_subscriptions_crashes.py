@@ -408,3 +408,26 @@ def test_a_runner_restarted_under_the_same_runner_id_takes_its_shards_back(
         assert assert_handled_exactly_once(url) == len(outcomes.committed)
     finally:
         stop_all(processes)
+
+
+def test_a_runner_prints_its_threads_and_tasks_on_sigusr1_and_goes_on(
+    eventstore_database_url: str, tmp_path: Path
+) -> None:
+    url = eventstore_database_url
+    create_handled_table(url)
+    runner = start_runner(url, tmp_path, "dumped")
+    try:
+        wait_for(lambda: set(owners(url).values()) == {"dumped"}, 20, "the runner holds all")
+        runner.signal(signal.SIGUSR1)
+        wait_for(
+            lambda: "--- asyncio tasks" in runner.log.read_text(errors="replace"),
+            10,
+            "the runner prints its stacks",
+        )
+        text = runner.log.read_text(errors="replace")
+        assert "--- threads" in text and "most recent call first" in text, text[-2000:]
+        assert runner.alive()
+        runner.signal(signal.SIGTERM)
+        finish([runner], 30)
+    finally:
+        stop_all([runner])
