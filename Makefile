@@ -30,7 +30,8 @@ lint: $(STAMP)
 	$(BIN)/python tools/async_to_sync.py --check
 
 test: lint docs
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial"
+	$(BIN)/pytest -m serial
 
 # The documentation site with its API reference from the docstrings, into site/; any
 # warning (a broken link, an unknown name, a bad docstring) fails the build.

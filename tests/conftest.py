@@ -4,6 +4,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -47,10 +48,23 @@ def _uses_the_shared_brokers(item: pytest.Item) -> bool:
     return "outbox" in path.parts or (path.parent.name == "docs" and "outbox" in item.nodeid)
 
 
+# Daemon processes killed, frozen and restarted under load, with deadlines: timing is part
+# of what they check (a restart must cut transactions in flight, a stop must end within its
+# grace), so they run alone, after the rest.
+_ALONE: Final = (
+    "tests/reliability/",
+    "tests/projections/test_crashes.py",
+    "tests/outbox/test_reliability.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # `make test` runs the tests in two processes (pytest-xdist, `--dist loadgroup`): every
-    # test that uses the shared brokers runs in one of them, one at a time, so the outage
-    # test never cuts another test's broker. Each test has a database of its own anyway.
+    # `make test` runs the tests in two processes (pytest-xdist, `--dist loadgroup`), then
+    # the `serial` ones in one. In the first part every test that uses the shared brokers
+    # runs in the same process, one at a time, so no test cuts another's broker. Each test
+    # has a database of its own anyway.
     for item in items:
+        if any(part in item.nodeid for part in _ALONE):
+            item.add_marker(pytest.mark.serial)
         if _uses_the_shared_brokers(item):
             item.add_marker(pytest.mark.xdist_group("brokers"))
