@@ -103,7 +103,9 @@ def waiting_for_advisory_lock(url: str) -> int:
 def advisory_locks(url: str, *, granted: bool) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = %s",
+            # This test's database only: tests in other processes hold locks of their own.
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = %s "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (granted,),
         ).fetchone()
     return int(row[0]) if row else 0
