@@ -35,7 +35,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
 from eventstore.errors import ConfigurationError, DatabaseUnavailableError, EventStoreError
 from eventstore.postgres.schema import DEFAULT_SCHEMA
@@ -413,12 +413,11 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
     loop.add_signal_handler(signal.SIGUSR1, dump_stacks)
 
 
-def dump_stacks(file: TextIO | None = None) -> None:
+def dump_stacks() -> None:
     """Prints the stack of every thread and of every asyncio task of the running loop."""
-    out = sys.stderr if file is None else file
-    print("--- threads", file=out, flush=True)
-    faulthandler.dump_traceback(file=out, all_threads=True)
-    print("--- asyncio tasks", file=out)
+    print("--- threads", file=sys.stderr, flush=True)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    print("--- asyncio tasks", file=sys.stderr)
     for task in asyncio.all_tasks():
-        task.print_stack(limit=12, file=out)
-    out.flush()
+        task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()
