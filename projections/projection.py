@@ -49,6 +49,8 @@ from psycopg import sql as pgsql
 
 from eventstore.errors import ConfigurationError
 from eventstore.events import Event, RecordedEvent
+from eventstore.postgres.pipelined import execute_many
+from eventstore.postgres.pipelined_async import execute_many as aexecute_many
 from eventstore.registry import EventRegistry
 from eventstore.subscriptions import FailurePolicy
 from eventstore.subscriptions.subscription import ConnectionKind
@@ -253,12 +255,11 @@ def _run_writes(conn: Any, runs: list[tuple[Any, list[Any]]]) -> None:
     """Executes runs of writes on a psycopg connection, or a SQLAlchemy connection or
     session, one ``executemany`` per run of two or more."""
     if isinstance(conn, psycopg.Connection):
-        with conn.cursor() as cur:
-            for statement, params in runs:
-                if len(params) == 1:
-                    cur.execute(statement, params[0])
-                else:
-                    cur.executemany(statement, [() if p is None else p for p in params])
+        for statement, params in runs:
+            if len(params) == 1:
+                conn.execute(statement, params[0])
+            else:
+                execute_many(conn, statement, [() if p is None else p for p in params])
         return
     for statement, params in runs:
         if len(params) == 1:
@@ -270,12 +271,11 @@ def _run_writes(conn: Any, runs: list[tuple[Any, list[Any]]]) -> None:
 async def _run_writes_async(conn: Any, runs: list[tuple[Any, list[Any]]]) -> None:
     """Executes runs of writes as `_run_writes` does, on an async connection or session."""
     if isinstance(conn, psycopg.AsyncConnection):
-        async with conn.cursor() as cur:
-            for statement, params in runs:
-                if len(params) == 1:
-                    await cur.execute(statement, params[0])
-                else:
-                    await cur.executemany(statement, [() if p is None else p for p in params])
+        for statement, params in runs:
+            if len(params) == 1:
+                await conn.execute(statement, params[0])
+            else:
+                await aexecute_many(conn, statement, [() if p is None else p for p in params])
         return
     for statement, params in runs:
         if len(params) == 1:

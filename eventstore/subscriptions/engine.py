@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import tenacity
 
@@ -40,6 +40,7 @@ from eventstore.errors import (
 )
 from eventstore.events import Event, RecordedEvent
 from eventstore.postgres.subscriptions import SubscriptionStore
+from eventstore.registry import EventRegistry
 from eventstore.sharding import shard_key
 from eventstore.subscriptions.records import (
     FencedError,
@@ -56,6 +57,27 @@ __all__ = ["ShardWorker", "discard_dead_letters", "retry_dead_letters"]
 logger = logging.getLogger("eventstore.subscriptions")
 
 _UNDECODABLE = (UnknownEventTypeError, UpcastError, InvalidEventError)
+
+
+class _Page(NamedTuple):
+    """A page of rows, with their events when it was decoded ahead (None for a row that
+    did not decode there)."""
+
+    rows: list[_rows.RawRow]
+    decoded: list[RecordedEvent[Event] | None] | None
+
+
+def _decoded(
+    registry: EventRegistry, rows: list[_rows.RawRow]
+) -> list[RecordedEvent[Event] | None]:
+    """Decodes rows ahead of their batch; a row that fails is left for the batch to park."""
+    events: list[RecordedEvent[Event] | None] = []
+    for row in rows:
+        try:
+            events.append(_rows.decode_row(registry, row))
+        except Exception:
+            events.append(None)
+    return events
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,7 +113,7 @@ class ShardWorker:
         self.epoch = epoch
         self.lease_ttl = lease_ttl
         # The next page of the window, read while the handler works on this one.
-        self._ahead: tuple[Window, Handle[list[_rows.RawRow] | None]] | None = None
+        self._ahead: tuple[Window, Handle[_Page | None]] | None = None
         # Whether the next batch calls its handler in savepoints (after a failure).
         self._careful = False
 
@@ -146,14 +168,15 @@ class ShardWorker:
             if checkpoint.status != "running":
                 return StepResult(0, True, checkpoint.status)
             window, live = self.source.open_window(conn, checkpoint.window, checkpoint.now)
-            rows = self._page(conn, window)
+            page = self._page(conn, window)
+            rows = page.rows
             drained = len(rows) < sub.batch_size
             moved = window.advanced(rows[-1][0]) if rows else window
             if drained:
                 moved = moved.drained()
             else:
                 self._ahead = (moved, spawn(self._read_ahead, moved))
-            handled = self._handle(conn, target, rows, checkpoint.holds_streams, careful)
+            handled = self._handle(conn, target, page, checkpoint.holds_streams, careful)
             try:
                 finished = moved == checkpoint.window or self.source.finish_cycle(
                     conn,
@@ -177,14 +200,14 @@ class ShardWorker:
                 raise FencedError(sub.name, self.shard)
         return StepResult(len(rows), drained and live)
 
-    def _page(self, conn: Any, window: Window) -> list[_rows.RawRow]:
+    def _page(self, conn: Any, window: Window) -> _Page:
         """Returns the window's next page: the one read ahead if it is that window's."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == window:
-            rows = ahead[1].join()
-            if rows is not None:
-                return rows
-        return self.source.page(conn, window, **self._filters())
+            page = ahead[1].join()
+            if page is not None:
+                return page
+        return _Page(self.source.page(conn, window, **self._filters()), None)
 
     def _filters(self) -> dict[str, Any]:
         """Returns what selects this shard's pages (`AsyncSubscriptionStore.page`'s keywords)."""
@@ -197,17 +220,23 @@ class ShardWorker:
             "stream_prefix": sub.stream_prefix,
         }
 
-    def _read_ahead(self, window: Window) -> list[_rows.RawRow] | None:
-        """Reads the page after this batch's on a connection of its own, or None on failure.
+    def _read_ahead(self, window: Window) -> _Page | None:
+        """Reads and decodes the page after this batch's on a connection of its own, or
+        returns None on failure.
 
         A page of an open window is the same whoever reads it, whenever: it holds events of
         transactions that had committed when the window's ``high`` snapshot was taken, in
         position order. So the next batch can use it if its checkpoint turns out to be at
         exactly that window (this batch committed, nobody else moved it); any failure here
         just means the next batch reads the page itself.
+
+        Decoding it here too is what makes reading ahead pay: the batch's own writes keep
+        the server busy while the client would be waiting. An event that does not decode
+        is left to the batch, which parks it.
         """
         try:
-            return self.source.read_page(window, **self._filters())
+            rows = self.source.read_page(window, **self._filters())
+            return _Page(rows, _decoded(self.source.registry, rows))
         except Exception:
             logger.debug("reading ahead failed", exc_info=True)
             return None
@@ -216,11 +245,12 @@ class ShardWorker:
         self,
         conn: Any,
         target: Any,
-        rows: Sequence[_rows.RawRow],
+        page: _Page,
         holds_streams: bool,
         careful: bool,
     ) -> int:
         """Handles a page: decodes, parks held and undecodable events, runs the handler."""
+        rows, decoded = page
         if not rows:
             return 0
         sub = self.subscription
@@ -228,9 +258,12 @@ class ShardWorker:
         if holds_streams:
             held = self.source.held_streams(conn, sub.name, sorted({r[1] for r in rows}))
         events: list[RecordedEvent[Event]] = []
-        for row in rows:
+        for n, row in enumerate(rows):
             if row[1] in held:
                 self._park(conn, _Parked(*row[:5]), "held", None)
+                continue
+            if decoded is not None and (event := decoded[n]) is not None:
+                events.append(event)
                 continue
             try:
                 events.append(_rows.decode_row(self.source.registry, row))

@@ -24,7 +24,7 @@ import dataclasses
 import inspect
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import tenacity
 
@@ -38,6 +38,7 @@ from eventstore.errors import (
 )
 from eventstore.events import Event, RecordedEvent
 from eventstore.postgres.subscriptions_async import AsyncSubscriptionStore
+from eventstore.registry import EventRegistry
 from eventstore.sharding import shard_key
 from eventstore.subscriptions.records import (
     FencedError,
@@ -54,6 +55,27 @@ __all__ = ["AsyncShardWorker", "discard_dead_letters", "retry_dead_letters"]
 logger = logging.getLogger("eventstore.subscriptions")
 
 _UNDECODABLE = (UnknownEventTypeError, UpcastError, InvalidEventError)
+
+
+class _Page(NamedTuple):
+    """A page of rows, with their events when it was decoded ahead (None for a row that
+    did not decode there)."""
+
+    rows: list[_rows.RawRow]
+    decoded: list[RecordedEvent[Event] | None] | None
+
+
+def _decoded(
+    registry: EventRegistry, rows: list[_rows.RawRow]
+) -> list[RecordedEvent[Event] | None]:
+    """Decodes rows ahead of their batch; a row that fails is left for the batch to park."""
+    events: list[RecordedEvent[Event] | None] = []
+    for row in rows:
+        try:
+            events.append(_rows.decode_row(registry, row))
+        except Exception:
+            events.append(None)
+    return events
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,7 +111,7 @@ class AsyncShardWorker:
         self.epoch = epoch
         self.lease_ttl = lease_ttl
         # The next page of the window, read while the handler works on this one.
-        self._ahead: tuple[Window, AsyncHandle[list[_rows.RawRow] | None]] | None = None
+        self._ahead: tuple[Window, AsyncHandle[_Page | None]] | None = None
         # Whether the next batch calls its handler in savepoints (after a failure).
         self._careful = False
 
@@ -146,14 +168,15 @@ class AsyncShardWorker:
             if checkpoint.status != "running":
                 return StepResult(0, True, checkpoint.status)
             window, live = await self.source.open_window(conn, checkpoint.window, checkpoint.now)
-            rows = await self._page(conn, window)
+            page = await self._page(conn, window)
+            rows = page.rows
             drained = len(rows) < sub.batch_size
             moved = window.advanced(rows[-1][0]) if rows else window
             if drained:
                 moved = moved.drained()
             else:
                 self._ahead = (moved, aspawn(self._read_ahead, moved))
-            handled = await self._handle(conn, target, rows, checkpoint.holds_streams, careful)
+            handled = await self._handle(conn, target, page, checkpoint.holds_streams, careful)
             try:
                 finished = moved == checkpoint.window or await self.source.finish_cycle(
                     conn,
@@ -177,14 +200,14 @@ class AsyncShardWorker:
                 raise FencedError(sub.name, self.shard)
         return StepResult(len(rows), drained and live)
 
-    async def _page(self, conn: Any, window: Window) -> list[_rows.RawRow]:
+    async def _page(self, conn: Any, window: Window) -> _Page:
         """Returns the window's next page: the one read ahead if it is that window's."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == window:
-            rows = await ahead[1].join()
-            if rows is not None:
-                return rows
-        return await self.source.page(conn, window, **self._filters())
+            page = await ahead[1].join()
+            if page is not None:
+                return page
+        return _Page(await self.source.page(conn, window, **self._filters()), None)
 
     def _filters(self) -> dict[str, Any]:
         """Returns what selects this shard's pages (`AsyncSubscriptionStore.page`'s keywords)."""
@@ -197,17 +220,23 @@ class AsyncShardWorker:
             "stream_prefix": sub.stream_prefix,
         }
 
-    async def _read_ahead(self, window: Window) -> list[_rows.RawRow] | None:
-        """Reads the page after this batch's on a connection of its own, or None on failure.
+    async def _read_ahead(self, window: Window) -> _Page | None:
+        """Reads and decodes the page after this batch's on a connection of its own, or
+        returns None on failure.
 
         A page of an open window is the same whoever reads it, whenever: it holds events of
         transactions that had committed when the window's ``high`` snapshot was taken, in
         position order. So the next batch can use it if its checkpoint turns out to be at
         exactly that window (this batch committed, nobody else moved it); any failure here
         just means the next batch reads the page itself.
+
+        Decoding it here too is what makes reading ahead pay: the batch's own writes keep
+        the server busy while the client would be waiting. An event that does not decode
+        is left to the batch, which parks it.
         """
         try:
-            return await self.source.read_page(window, **self._filters())
+            rows = await self.source.read_page(window, **self._filters())
+            return _Page(rows, _decoded(self.source.registry, rows))
         except Exception:
             logger.debug("reading ahead failed", exc_info=True)
             return None
@@ -216,11 +245,12 @@ class AsyncShardWorker:
         self,
         conn: Any,
         target: Any,
-        rows: Sequence[_rows.RawRow],
+        page: _Page,
         holds_streams: bool,
         careful: bool,
     ) -> int:
         """Handles a page: decodes, parks held and undecodable events, runs the handler."""
+        rows, decoded = page
         if not rows:
             return 0
         sub = self.subscription
@@ -228,9 +258,12 @@ class AsyncShardWorker:
         if holds_streams:
             held = await self.source.held_streams(conn, sub.name, sorted({r[1] for r in rows}))
         events: list[RecordedEvent[Event]] = []
-        for row in rows:
+        for n, row in enumerate(rows):
             if row[1] in held:
                 await self._park(conn, _Parked(*row[:5]), "held", None)
+                continue
+            if decoded is not None and (event := decoded[n]) is not None:
+                events.append(event)
                 continue
             try:
                 events.append(_rows.decode_row(self.source.registry, row))
