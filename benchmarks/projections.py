@@ -75,6 +75,7 @@ from eventstore.demo.bank import AccountOpened, MoneyDeposited, MoneyWithdrawn, 
 from eventstore.events import Event
 from eventstore.migrate import upgrade
 from eventstore.subscriptions import AsyncSubscriptionStore
+from eventstore.subscriptions.runner import tune_gc
 
 # This script's folder comes first on sys.path, where this very file would stand in for the
 # `projections` package: import the package without it, then `_common` from it.
@@ -688,6 +689,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     contender = importlib.metadata.version("eventsourcing") if settings.eventsourcing else None
     logging.getLogger("eventstore.subscriptions").setLevel(logging.ERROR)
     logging.getLogger("projections").setLevel(logging.ERROR)
+    # The daemons run here as the CLI runs them, with its garbage collector settings; every
+    # side of the comparison shares this process, and so those settings.
+    tune_gc()
     started = time.perf_counter()
     rates, server, setup = run_all(admin_url(args.url), settings)
     elapsed = time.perf_counter() - started

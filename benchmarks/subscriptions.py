@@ -69,6 +69,7 @@ from eventstore.subscriptions import (
     SubscriptionRunner,
     SubscriptionStore,
 )
+from eventstore.subscriptions.runner import tune_gc
 
 try:
     from eventsourcing.application import Application
@@ -1314,6 +1315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     contender = importlib.metadata.version("eventsourcing") if settings.eventsourcing else None
     logging.getLogger("eventstore.subscriptions").setLevel(logging.ERROR)
+    # The daemons run here as the CLI runs them, with its garbage collector settings; every
+    # side of the comparison shares this process, and so those settings.
+    tune_gc()
     started = time.perf_counter()
     results, server, setup = run_all(admin_url(args.url), settings)
     elapsed = time.perf_counter() - started

@@ -19,7 +19,7 @@ from eventstore.errors import ConfigurationError, SubscriptionNotFoundError
 from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.registry import EventRegistry
 from eventstore.subscriptions import ShardStatus, SubscriptionStore
-from eventstore.subscriptions.runner import install_signal_handlers
+from eventstore.subscriptions.runner import install_signal_handlers, tune_gc
 from outbox.relay import RELAY_PREFIX, RelayGroup
 
 __all__ = ["load_relays", "register"]
@@ -50,6 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
+        tune_gc()
         await group.run(
             stop,
             url=url,

@@ -23,7 +23,7 @@ from eventstore.postgres.schema import DEFAULT_SCHEMA
 from eventstore.postgres.subscriptions import SubscriptionStore
 from eventstore.postgres.subscriptions_async import AsyncSubscriptionStore
 from eventstore.registry import EventRegistry
-from eventstore.subscriptions.runner import install_signal_handlers
+from eventstore.subscriptions.runner import install_signal_handlers, tune_gc
 from projections.daemon import ProjectionDaemon
 from projections.errors import ProjectionError, ProjectionNotFoundError, ProjectionStateError
 from projections.manager import ProjectionManager
@@ -89,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
+        tune_gc()
         await daemon.run(stop)
 
     asyncio.run(main())
@@ -146,6 +147,7 @@ async def _rebuild(args: argparse.Namespace, group: ProjectionGroup, url: str) -
         prepared = await manager.prepare(projection, start=_start(args.start))
         stop = asyncio.Event()
         install_signal_handlers(stop)
+        tune_gc()
         daemon = ProjectionDaemon(group, url=url, schema=args.schema, auto_switch=False)
         running = asyncio.create_task(daemon.run(stop))
         try:

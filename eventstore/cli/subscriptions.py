@@ -17,7 +17,7 @@ from eventstore.registry import EventRegistry
 from eventstore.subscriptions.engine import discard_dead_letters, retry_dead_letters
 from eventstore.subscriptions.engine_async import retry_dead_letters as aretry_dead_letters
 from eventstore.subscriptions.records import ShardStatus
-from eventstore.subscriptions.runner import SubscriptionRunner, install_signal_handlers
+from eventstore.subscriptions.runner import SubscriptionRunner, install_signal_handlers, tune_gc
 from eventstore.subscriptions.subscription import SubscriptionGroup
 
 __all__ = ["load_group", "register"]
@@ -64,6 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
+        tune_gc()
         await runner.run(stop)
 
     asyncio.run(main())
