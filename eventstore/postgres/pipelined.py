@@ -17,7 +17,7 @@ executions after it are skipped by the server, and the transaction is aborted).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import psycopg
 from psycopg import errors, pq
@@ -49,53 +49,68 @@ def execute_many(conn: psycopg.Connection[Any], statement: Any, params_seq: Sequ
         with conn.cursor() as cur:
             cur.executemany(statement, params_seq)
         return
+    # Every parameter set is adapted before anything is sent: a value psycopg cannot
+    # adapt raises here, with nothing executed.
+    commands = _adapted(conn, statement, params_seq)
     pgconn = conn.pgconn
     if not conn.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
         # psycopg opens the connection's transaction on its first statement: let it, with
         # the first execution, so that the rest run in that transaction too.
         conn.execute(statement, params_seq[0])
-        params_seq = params_seq[1:]
-        if not params_seq:
+        commands = commands[1:]
+        if not commands:
             return
     if pgconn.pipeline_status == pq.PipelineStatus.OFF:
         with conn.lock:
             pgconn.enter_pipeline_mode()
             try:
-                failed = _pipelined(conn, statement, params_seq)
+                failed = _pipelined(conn, commands)
             except BaseException:
-                # Cut off mid-way (a lost connection, a cancellation): the results left
-                # unread keep the connection in pipeline mode, so it cannot be used again.
-                conn.close()
+                # Cut off mid-way (a lost connection, a cancellation): results left unread
+                # keep the connection in pipeline mode, unusable; close it (a pool then
+                # discards it).
+                pgconn.finish()
                 raise
             pgconn.exit_pipeline_mode()
     else:
         with conn.pipeline() as pipeline:
             pipeline.sync()  # what psycopg queued before runs first, in order
-            failed = _pipelined(conn, statement, params_seq)
+            failed = _pipelined(conn, commands)
     if failed is not None:
         if failed.status == pq.ExecStatus.PIPELINE_ABORTED:  # pragma: no cover - defensive
             raise errors.PipelineAborted("pipeline aborted")
         raise errors.error_from_result(failed, encoding=conn.info.encoding)
 
 
-def _pipelined(
+_Command: TypeAlias = tuple[bytes, Any, Any, Any]  # query, types, values, formats
+
+
+def _adapted(
     conn: psycopg.Connection[Any], statement: Any, params_seq: Sequence[Any]
-) -> pq.abc.PGresult | None:
-    """Sends every execution and a Sync, reads every result; returns the first failure."""
-    pgconn = conn.pgconn
+) -> list[_Command]:
+    """Converts the statement and adapts every parameter set, as psycopg does."""
     query = PostgresQuery(Transformer(conn))
-    types: Any = None
-    for params in params_seq:
-        if types is None:
+    commands: list[_Command] = []
+    for n, params in enumerate(params_seq):
+        if n == 0:
             query.convert(statement, params)
         else:
             query.dump(params)
-        if query.types != types:
+        commands.append((query.query, query.types, query.params, query.formats))
+    return commands
+
+
+def _pipelined(conn: psycopg.Connection[Any], commands: list[_Command]) -> pq.abc.PGresult | None:
+    """Sends every execution and a Sync, reads every result; returns the first failure."""
+    pgconn = conn.pgconn
+    parsed: Any = None
+    for text, types, values, formats in commands:
+        if types != parsed:
             # psycopg picks a parameter's type by its value (an int may go as int2, int4
             # or int8, in binary): parse again whenever the types change.
-            types = query.types
-            pgconn.send_prepare(b"", query.query, param_types=types)
-        pgconn.send_query_prepared(b"", query.params, param_formats=query.formats)
+            parsed = types
+            pgconn.send_prepare(b"", text, param_types=types)
+        pgconn.send_query_prepared(b"", values, param_formats=formats)
     pgconn.pipeline_sync()
     conn.wait(send(pgconn))
     failed: pq.abc.PGresult | None = None

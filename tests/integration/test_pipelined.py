@@ -86,6 +86,20 @@ def test_the_first_failure_raises_as_executemany_would_and_nothing_is_kept(
     assert value(conn) == 3
 
 
+def test_a_value_psycopg_cannot_adapt_raises_before_anything_runs(
+    conn: psycopg.Connection[Any],
+) -> None:
+    conn.execute(FOLD, (1,))  # a transaction is open, with a change in it
+    params: list[tuple[object]] = [(n,) for n in range(100)]
+    params[60] = (object(),)
+    with pytest.raises(psycopg.ProgrammingError, match="cannot adapt"):
+        execute_many(conn, FOLD, params)
+    assert value(conn) == 1  # none of the 100 ran; the transaction goes on
+    execute_many(conn, FOLD, [(2,), (3,)])
+    conn.commit()
+    assert value(conn) == (1 * 2 + 2) * 2 + 3
+
+
 def test_inside_an_open_pipeline_what_was_queued_runs_first(
     conn: psycopg.Connection[Any],
 ) -> None:
