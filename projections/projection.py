@@ -29,7 +29,7 @@ A handler may declare a ``replay`` parameter: it is True while the version is be
 
 A handler may also return its write instead of executing it: ``return Sql(upsert, params)``
 (or a sequence of `Sql`). The default `handle_batch` collects the returned writes in event
-order and runs each consecutive run of one statement with one ``executemany``: the same
+order and runs each consecutive run of one statement in one go (``executemany``): the same
 statement executions, in the same order, without a driver round of calls per event. See
 `Sql` for the rule of when they run.
 """
@@ -115,8 +115,11 @@ class Sql:
     The default `Projection.handle_batch` runs the returned writes in event order (and
     each handler's in the order returned); each consecutive run of *the same statement*
     (the same object, or an equal ``str``, ``bytes`` or ``Composable``: build it once, not
-    per event) is one ``executemany``, which executes the statement once per parameter
-    set, exactly as executing them one by one. Results are not read: no ``RETURNING``.
+    per event) runs in one go, executing the statement once per parameter set, exactly
+    as executing them one by one: on psycopg with
+    `eventstore.postgres.pipelined.execute_many` (one pipeline, one Sync), on SQLAlchemy
+    with ``conn.execute(statement, [params, ...])``. Results are not read: no
+    ``RETURNING``.
 
     When they run: pending writes run before any handler that is not *declared* to
     return writes (its return annotation does not name `Sql`, e.g. ``-> None``), and when
@@ -253,7 +256,8 @@ def _bad_return(handler: Callable[..., Any], value: object) -> TypeError:
 
 def _run_writes(conn: Any, runs: list[tuple[Any, list[Any]]]) -> None:
     """Executes runs of writes on a psycopg connection, or a SQLAlchemy connection or
-    session, one ``executemany`` per run of two or more."""
+    session: a run of two or more in one go (`execute_many` on psycopg, an
+    ``executemany`` on SQLAlchemy)."""
     if isinstance(conn, psycopg.Connection):
         for statement, params in runs:
             if len(params) == 1:
@@ -431,7 +435,7 @@ class Projection(_Definition):
         """Handles one batch of events, in the batch's transaction, in log order.
 
         Runs the writes handlers return (`Sql`) in event order, each consecutive run of
-        one statement as one ``executemany``: before any handler not declared to return
+        one statement in one go (``executemany``): before any handler not declared to return
         writes, and at the end.
         """
         writes = _Writes()
