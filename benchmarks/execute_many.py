@@ -50,12 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = [(f"account-{n % 1000}", n % 200 - 50) for n in range(args.rows)]
     results: dict[str, list[tuple[float, float]]] = {"executemany": [], "execute_many": []}
-    with scratch_database(admin_url(args.url)) as url, psycopg.connect(url) as conn:
+    with (
+        scratch_database(admin_url(args.url)) as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
         version = server_version(conn)
-        conn.autocommit = True
         for side in results:
             conn.execute(f"CREATE TABLE {side} (account text PRIMARY KEY, balance bigint)")
-        conn.autocommit = False
         many = UPSERT.format(table="executemany")
         ours = UPSERT.format(table="execute_many")
 
@@ -74,7 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             conn.execute(f"SELECT account, balance FROM {side} ORDER BY account").fetchall()
             for side in results
         ]
-        conn.rollback()
     if tables[0] != tables[1]:
         print("the two tables differ", file=sys.stderr)
         return 1
