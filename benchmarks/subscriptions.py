@@ -493,9 +493,7 @@ RAW_PAGE: Final = (
 RAW_CHECKPOINT: Final = "UPDATE bench.raw_checkpoints SET position = %s WHERE name = %s"
 
 
-def raw_catchup(
-    url: str, name: str, total: int, streams: int, *, pipelined: bool = False
-) -> float:
+def raw_catchup(url: str, name: str, total: int, streams: int, *, pipelined: bool = False) -> float:
     """Reads the log in keyset pages, upserting and checkpointing per page; events/s.
 
     The upserts go through psycopg's ``executemany``, or with ``pipelined`` through
