@@ -34,6 +34,27 @@ WINDOW_PAGE: Final = (
 
 CURRENT_SNAPSHOT: Final = "SELECT pg_current_snapshot()::text"
 
+# A live worker's next page, read in the same round trip as its checkpoint (see
+# `AsyncSubscriptionStore.batch_cycle`): the first page of the window a drained checkpoint
+# at ``low`` opens up to this statement's own snapshot, which comes first in every row
+# (once, with NULLs, when the window is empty). ``to_xid`` is low's xmax plus the widest
+# window read without asking where its rows start, so the planner sees a narrow range of
+# the transaction id index; a wider window is read again by the usual two steps.
+LIVE_PAGE: Final = (
+    "WITH h AS MATERIALIZED (SELECT pg_current_snapshot() AS high) "
+    "SELECT h.high::text, e.* FROM h LEFT JOIN LATERAL (" + _EVENT_COLUMNS + "WHERE "
+    "((transaction_id >= %(from_xid)s::text::xid8 AND transaction_id < %(to_xid)s::text::xid8 "
+    "AND transaction_id < pg_snapshot_xmax(h.high)) "
+    "OR transaction_id = ANY(%(extra_xids)s::text[]::xid8[])) "
+    "AND pg_visible_in_snapshot(transaction_id, h.high) "
+    "AND global_position > 0 "
+    "AND (%(shards)s = 1 OR shard_key %% %(shards)s = %(shard)s) "
+    "AND (%(types)s::text[] IS NULL OR event_type = ANY(%(types)s::text[])) "
+    "AND (%(prefix)s::text IS NULL OR starts_with(stream_id, %(prefix)s::text)) "
+    "ORDER BY global_position LIMIT %(limit)s) AS e ON true"
+)
+
+
 # Where a new window's rows start: a lower bound of their positions, from the same
 # transaction id ranges through the index (index entries only). A window read from its
 # start position by position never walks the rows before it, however large the table.
@@ -215,6 +236,7 @@ class SubscriptionStatements:
     """Holds every subscription statement rendered for one schema, as bytes."""
 
     window_page: bytes
+    live_page: bytes
     current_snapshot: bytes
     window_start: bytes
     create_checkpoints: bytes

@@ -183,9 +183,33 @@ class AsyncSubscriptionStore:
         async with entered(self._engine.connect()) as sa_conn, entered(sa_conn.begin()):
             yield await unwrap_async_connection(sa_conn), sa_conn
 
+    @staticmethod
+    def live_window(checkpoint: CheckpointRow, expected_low: PgSnapshot) -> Window | None:
+        """Returns the window whose first page `checkpoint.live_page` holds, or None when that
+        page cannot be used: the checkpoint is not drained at ``expected_low`` (another runner
+        or a reset moved it), the snapshot is older than it (a restored database: the usual
+        path raises), or the window is wider than the page's narrow range of transaction ids
+        (the usual path asks where its rows start first)."""
+        window = checkpoint.window
+        if checkpoint.live_page is None or window.high is not None or window.low != expected_low:
+            return None
+        high = checkpoint.live_page[0]
+        if high.xmax < window.low.xmax:
+            return None
+        opened = window.open(high)
+        from_xid, to_xid, extra = opened.candidate_ranges()
+        if to_xid - from_xid + len(extra) > SMALL_WINDOW_XIDS:
+            return None
+        return opened
+
     @asynccontextmanager
     async def batch_cycle(
-        self, kind: ConnectionKind, name: str, shard: int
+        self,
+        kind: ConnectionKind,
+        name: str,
+        shard: int,
+        live_from: PgSnapshot | None = None,
+        filters: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[tuple[Conn, Any, CheckpointRow | None]]:
         """Yields a batch's transaction (as `batch_transaction`) and the shard's checkpoint
         read in it.
@@ -194,6 +218,12 @@ class AsyncSubscriptionStore:
         round trip (pipeline mode), and `finish_cycle` sends the checkpoint's move with the
         ``COMMIT``; a block that does not finish commits when it ends and rolls back when it
         raises. The handler itself never runs in pipeline mode here.
+
+        A live worker, which expects its checkpoint drained at ``live_from``, also gets in
+        that round trip the first page of the window it would open next (`LIVE_PAGE`, with
+        ``filters``, `page`'s keywords), as the checkpoint's ``live_page``: the caller uses
+        it only if the checkpoint is what it expected and the window narrow (see
+        `live_window`).
         """
         if kind != "psycopg":
             async with self.batch_transaction(kind) as (conn, target):
@@ -206,8 +236,13 @@ class AsyncSubscriptionStore:
                         await conn.execute(b"BEGIN", prepare=False)
                         cur = conn.cursor(row_factory=tuple_row)
                         await cur.execute(self._sql.load_checkpoint, {"name": name, "shard": shard})
+                        if live_from is not None:
+                            ahead = conn.cursor(row_factory=tuple_row)
+                            params = _live_params(live_from, **(filters or {}))
+                            await ahead.execute(self._sql.live_page, params, prepare=False)
                     rows = await cur.fetchall()
-                yield conn, conn, _checkpoint_row(rows)
+                    live = None if live_from is None else _live_page(await ahead.fetchall())
+                yield conn, conn, _checkpoint_row(rows, live)
             except BaseException:
                 await _rolled_back(conn)
                 raise
@@ -705,7 +740,9 @@ _IDLE: Final = psycopg.pq.TransactionStatus.IDLE
 SMALL_WINDOW_XIDS: Final = 256
 
 
-def _checkpoint_row(rows: Sequence[tuple[Any, ...]]) -> CheckpointRow | None:
+def _checkpoint_row(
+    rows: Sequence[tuple[Any, ...]], live: tuple[PgSnapshot, list[Any]] | None = None
+) -> CheckpointRow | None:
     """Builds a checkpoint from `load_checkpoint`'s rows (None: the subscription has none)."""
     if not rows:
         return None
@@ -713,7 +750,36 @@ def _checkpoint_row(rows: Sequence[tuple[Any, ...]]) -> CheckpointRow | None:
     window = Window(
         PgSnapshot.parse(low), None if high is None else PgSnapshot.parse(high), position
     )
-    return CheckpointRow(window, status, epoch, holds, PgSnapshot.parse(now))
+    return CheckpointRow(window, status, epoch, holds, PgSnapshot.parse(now), live)
+
+
+def _live_params(
+    low: PgSnapshot,
+    *,
+    shard: int,
+    shards: int,
+    limit: int,
+    event_types: Sequence[str] | None = None,
+    stream_prefix: str | None = None,
+) -> dict[str, Any]:
+    """Returns `LIVE_PAGE`'s parameters for the window a drained checkpoint at ``low`` opens."""
+    return {
+        "from_xid": str(low.xmax),
+        "to_xid": str(low.xmax + SMALL_WINDOW_XIDS),
+        "extra_xids": [str(x) for x in low.xip],
+        "shard": shard,
+        "shards": shards,
+        "types": None if event_types is None else list(event_types),
+        "prefix": stream_prefix,
+        "limit": limit,
+    }
+
+
+def _live_page(rows: list[tuple[Any, ...]]) -> tuple[PgSnapshot, list[Any]] | None:
+    """Splits `LIVE_PAGE`'s rows into its snapshot and the page's rows."""
+    if not rows:
+        return None
+    return PgSnapshot.parse(rows[0][0]), [row[1:] for row in rows if row[1] is not None]
 
 
 def _checkpoint_params(

@@ -50,7 +50,7 @@ from eventstore.subscriptions.records import (
     StepResult,
 )
 from eventstore.subscriptions.subscription import Batch, Subscription
-from eventstore.subscriptions.window import Window
+from eventstore.subscriptions.window import PgSnapshot, Window
 
 __all__ = ["ShardWorker", "discard_dead_letters", "retry_dead_letters"]
 
@@ -116,6 +116,9 @@ class ShardWorker:
         self._ahead: tuple[Window, Handle[_Page | None]] | None = None
         # Whether the next batch calls its handler in savepoints (after a failure).
         self._careful = False
+        # Where this worker left its checkpoint drained after a live batch: the next cycle
+        # reads its page in the checkpoint's round trip (`AsyncSubscriptionStore.batch_cycle`).
+        self._live_from: PgSnapshot | None = None
 
     def step(self) -> StepResult:
         """Runs one cycle; raises `FencedError` when the shard is no longer this worker's.
@@ -158,17 +161,21 @@ class ShardWorker:
 
     def _step(self, careful: bool) -> StepResult:
         sub = self.subscription
-        with self.source.batch_cycle(sub.connection, sub.name, self.shard) as (
-            conn,
-            target,
-            checkpoint,
-        ):
+        expected, self._live_from = self._live_from, None
+        with self.source.batch_cycle(
+            sub.connection, sub.name, self.shard, expected, self._filters()
+        ) as (conn, target, checkpoint):
             if checkpoint is None or checkpoint.epoch != self.epoch:
                 raise FencedError(sub.name, self.shard)
             if checkpoint.status != "running":
                 return StepResult(0, True, checkpoint.status)
-            window, live = self.source.open_window(conn, checkpoint.window, checkpoint.now)
-            page = self._page(conn, window)
+            opened = None if expected is None else self.source.live_window(checkpoint, expected)
+            if opened is not None and checkpoint.live_page is not None:
+                window, live = opened, True
+                page = _Page(checkpoint.live_page[1], None)
+            else:
+                window, live = self.source.open_window(conn, checkpoint.window, checkpoint.now)
+                page = self._page(conn, window)
             rows = page.rows
             drained = len(rows) < sub.batch_size
             moved = window.advanced(rows[-1][0]) if rows else window
@@ -198,6 +205,9 @@ class ShardWorker:
                 raise _Redo(_line(exc)) from exc
             if not finished:
                 raise FencedError(sub.name, self.shard)
+        if drained and live and sub.connection == "psycopg":
+            # Caught up: the next cycle reads the window it opens with its checkpoint.
+            self._live_from = moved.low
         return StepResult(len(rows), drained and live)
 
     def _page(self, conn: Any, window: Window) -> _Page:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from eventstore.events import Event, RecordedEvent
 from eventstore.subscriptions.window import PgSnapshot, Window
@@ -44,6 +44,9 @@ class CheckpointRow:
     epoch: int
     holds_streams: bool = True  # False: no parked dead letter, so no stream is held
     now: PgSnapshot | None = None  # the current snapshot, read with the checkpoint
+    # A live worker's guess, read in the same round trip: the snapshot up to which the
+    # window a drained checkpoint at the expected low opens, and that window's first rows.
+    live_page: tuple[PgSnapshot, list[Any]] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -467,6 +467,64 @@ def test_the_next_page_is_read_ahead_and_used_only_at_its_own_window(url: str) -
     assert seen == everything
 
 
+def test_a_live_worker_reads_its_next_page_with_its_checkpoint_and_only_where_it_left_it(
+    url: str,
+) -> None:
+    """Once caught up, a worker reads the next window's first page in the checkpoint's
+    round trip; it uses that page only when the checkpoint is drained where it left it and
+    the window is narrow, and otherwise reads the window the usual way."""
+    from eventstore.subscriptions.engine import ShardWorker
+
+    seen_positions: list[int] = []
+
+    def handler(batch: Batch[Any], conn: Any) -> None:
+        seen_positions.extend(e.global_position for e in batch.events)
+
+    def log() -> list[int]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = conn.execute("SELECT global_position FROM eventstore.events ORDER BY 1")
+            return [r[0] for r in rows]
+
+    sub = Subscription("live", handler)
+    with (
+        PostgresEventStore(url, registry=REGISTRY) as store,
+        _CountingStore(url, registry=REGISTRY) as source,
+    ):
+        source.ensure_checkpoints(sub.name, 1, False)
+        (epoch,) = source.claim_shards(sub.name, "me", 30, 1).values()
+        worker = ShardWorker(source, sub, 0, epoch, lease_ttl=30)
+        for n in range(3):
+            store.append(f"live-{n}", Credited(amount=n))
+        assert worker.step().read == 3
+        assert source.pages == 1
+        low = source.lows(sub.name)[0]
+        # Caught up: the next windows come with the checkpoint, no page read of their own.
+        for n in range(3, 5):
+            store.append(f"live-{n}", Credited(amount=n))
+        result = worker.step()
+        assert (result.read, result.caught_up, source.pages) == (2, True, 1)
+        assert worker.step().read == 0  # nothing new: an empty window, still no page read
+        assert source.pages == 1
+        assert seen_positions == log()
+        # A window wider than the narrow range (300 transactions) is read the usual way.
+        for n in range(300):
+            store.append(f"wide-{n % 7}", Credited(amount=n))
+        assert worker.step().read == 300
+        assert source.pages == 2
+        assert seen_positions == log()
+        # A checkpoint moved meanwhile (here: set back by hand) is not where the worker
+        # left it: the page read with it is dropped and the window read from the checkpoint.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE eventstore.checkpoints SET low = %s WHERE name = %s", (str(low), sub.name)
+            )
+        store.append("live-5", Credited(amount=5))
+        assert worker.step().read == 303
+        assert source.pages == 3
+    everything = log()  # the first three, the 302 after them, then live-5
+    assert seen_positions == everything[:-1] + everything[3:]
+
+
 def test_a_fenced_batch_commits_nothing_of_its_handler(url: str) -> None:
     """The checkpoint's move travels with the COMMIT: when the move is fenced (another
     runner took the shard while the handler ran), the COMMIT must not run, so the
