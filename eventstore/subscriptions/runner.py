@@ -177,22 +177,41 @@ class SubscriptionRunner:
         Graceful: each worker finishes and commits its current batch, leases are released
         and the runner leaves, so other runners take the shards at once.
         """
-        await self.store.open()
-        if self._sync_store is not None:
-            await asyncio.to_thread(self._sync_store.open)
-        for sub in self.subscriptions.values():
-            await self.store.ensure_checkpoints(sub.name, sub.shards, sub.start == "end")
-        tasks = [asyncio.create_task(self._membership(sub)) for sub in self.subscriptions.values()]
-        tasks.append(asyncio.create_task(self._watch()))
-        if self.listen:
-            tasks.append(asyncio.create_task(self._listen()))
+        stop = stop or asyncio.Event()
+        await self.store.open()  # a database unreachable at start: a typed error, at once
+        tasks: list[asyncio.Task[None]] = []
         try:
-            if stop is None:
-                await asyncio.Event().wait()
-            else:
-                await stop.wait()
+            if not await self._prepare(stop):
+                return
+            for sub in self.subscriptions.values():
+                tasks.append(asyncio.create_task(self._membership(sub)))
+            tasks.append(asyncio.create_task(self._watch()))
+            if self.listen:
+                tasks.append(asyncio.create_task(self._listen()))
+            await stop.wait()
         finally:
+            # Also when the start failed: pools left open would keep the process alive.
             await self._shutdown(tasks)
+
+    async def _prepare(self, stop: asyncio.Event) -> bool:
+        """Opens the sync store and creates the checkpoints, retrying with backoff while
+        the database is unavailable (it went away after the pool opened: a restart);
+        returns False when stopped meanwhile. Any other error raises."""
+        failures = 0
+        while True:
+            try:
+                if self._sync_store is not None:
+                    await asyncio.to_thread(self._sync_store.open)
+                for sub in self.subscriptions.values():
+                    await self.store.ensure_checkpoints(sub.name, sub.shards, sub.start == "end")
+                return True
+            except DatabaseUnavailableError as exc:
+                failures += 1
+                logger.warning("database unavailable while starting, retrying: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), min(0.1 * 2**failures, _BACKOFF_MAX))
+                if stop.is_set():
+                    return False
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         self._stopping.set()
@@ -201,12 +220,16 @@ class SubscriptionRunner:
             task.cancel()
         workers = [s.task for s in self._held.values() if s.task is not None]
         await asyncio.gather(*tasks, *workers, return_exceptions=True)
-        with contextlib.suppress(EventStoreError, OSError):
-            for sub in self.subscriptions.values():
-                await self.store.leave(sub.name, self.runner_id)
-        await self.store.close()
-        if self._sync_store is not None:
-            await asyncio.to_thread(self._sync_store.close)
+        try:
+            with contextlib.suppress(EventStoreError, OSError):
+                for sub in self.subscriptions.values():
+                    await self.store.leave(sub.name, self.runner_id)
+        finally:
+            try:
+                await self.store.close()
+            finally:
+                if self._sync_store is not None:
+                    await asyncio.to_thread(self._sync_store.close)
 
     # Membership: leases and the fair share.
 

@@ -321,6 +321,39 @@ async def test_a_changed_shard_count_is_refused(url: str) -> None:
         await runner.run(asyncio.Event())
     assert (caught.value.stored, caught.value.configured) == (2, 3)
     assert isinstance(caught.value, ConfigurationError)
+    # A start that fails closes the pools it opened: left open, their tasks kept the
+    # process of `eventstore subscriptions run` from exiting.
+    assert runner.store._pool is None
+
+
+async def test_a_database_lost_while_starting_is_waited_for(url: str) -> None:
+    """The pool opened, then the database went away (a restart) before the checkpoints
+    were created: the runner retries with backoff instead of dying, and then works."""
+    append_many(url, streams=2, per_stream=3)
+    sub = Subscription("late", recorder("late"))
+    runner = SubscriptionRunner([sub], registry=REGISTRY, url=url, poll_interval=0.1)
+    real = runner.store.ensure_checkpoints
+    failures = 2
+
+    async def flaky(*args: Any) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise DatabaseUnavailableError("the database system is shutting down")
+        await real(*args)
+
+    runner.store.ensure_checkpoints = flaky  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        async with AsyncSubscriptionStore(url, registry=REGISTRY) as store:
+            await store.wait_until_caught_up("late", timeout=20)
+    finally:
+        stop.set()
+        await task
+    assert failures == 0
+    assert len(seen(url, "late")) == 6
+    assert runner.store._pool is None
 
 
 @pytest.mark.parametrize("name", ["", "has space", "x" * 101, "-lead", "semi;colon"])
