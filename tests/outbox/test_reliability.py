@@ -297,6 +297,15 @@ def test_relays_killed_at_random_points_deliver_every_committed_event_in_stream_
         stop_writers.touch()
         finish(writers, 60)
         wait_until_relays_caught_up(url, 90)
+        # The last relay started may still be importing, before its SIGTERM handler: it
+        # has one once it has a session (it installs the handler before connecting).
+        for slot, relay in slots.items():
+            wait_for(
+                lambda: runner_sessions(url, ids[slot]),  # noqa: B023
+                30,
+                f"relay {ids[slot]} connects",
+                diagnose=relay.tail,
+            )
         for relay in slots.values():
             relay.signal(signal.SIGTERM)
         finish(slots.values(), 30)
