@@ -360,18 +360,17 @@ class AsyncSubscriptionStore:
         from_xid, to_xid, extra = window.candidate_ranges()
         if to_xid <= from_xid and not extra:
             return []  # no transaction finished since the last window: nothing to ask
-        params = {
-            "from_xid": str(from_xid),
-            "to_xid": str(to_xid),
-            "extra_xids": [str(x) for x in extra],
-            "high": str(window.high),
-            "after": window.position,
-            "shard": shard,
-            "shards": shards,
-            "types": None if event_types is None else list(event_types),
-            "prefix": stream_prefix,
-            "limit": limit,
-        }
+        params = _page_params(
+            from_xid,
+            to_xid,
+            extra,
+            shard=shard,
+            shards=shards,
+            limit=limit,
+            event_types=event_types,
+            stream_prefix=stream_prefix,
+        )
+        params.update(high=str(window.high), after=window.position)
         # Planned for these values each time (no prepared generic plan): a window of a few
         # transactions is best read through the transaction id index, one of a million
         # rows (catching up) by walking positions from its start.
@@ -753,8 +752,10 @@ def _checkpoint_row(
     return CheckpointRow(window, status, epoch, holds, PgSnapshot.parse(now), live)
 
 
-def _live_params(
-    low: PgSnapshot,
+def _page_params(
+    from_xid: int,
+    to_xid: int,
+    extra: Sequence[int],
     *,
     shard: int,
     shards: int,
@@ -762,17 +763,23 @@ def _live_params(
     event_types: Sequence[str] | None = None,
     stream_prefix: str | None = None,
 ) -> dict[str, Any]:
-    """Returns `LIVE_PAGE`'s parameters for the window a drained checkpoint at ``low`` opens."""
+    """Returns the parameters `WINDOW_PAGE` and `LIVE_PAGE` share: the transaction id
+    ranges and the shard's filters."""
     return {
-        "from_xid": str(low.xmax),
-        "to_xid": str(low.xmax + SMALL_WINDOW_XIDS),
-        "extra_xids": [str(x) for x in low.xip],
+        "from_xid": str(from_xid),
+        "to_xid": str(to_xid),
+        "extra_xids": [str(x) for x in extra],
         "shard": shard,
         "shards": shards,
         "types": None if event_types is None else list(event_types),
         "prefix": stream_prefix,
         "limit": limit,
     }
+
+
+def _live_params(low: PgSnapshot, **filters: Any) -> dict[str, Any]:
+    """Returns `LIVE_PAGE`'s parameters for the window a drained checkpoint at ``low`` opens."""
+    return _page_params(low.xmax, low.xmax + SMALL_WINDOW_XIDS, low.xip, **filters)
 
 
 def _live_page(rows: list[tuple[Any, ...]]) -> tuple[PgSnapshot, list[Any]] | None:
