@@ -364,7 +364,7 @@ class PostgresEventStore:
             # Binary results: three bigints load for half the client time of text.
             rows = self._fetch(
                 conn,
-                self._append_statement(plan),
+                self._append_statement(plan, own=own),
                 plan.params(),
                 binary=True,
                 own=own,
@@ -385,16 +385,17 @@ class PostgresEventStore:
             return _append.result_from_rows(plan, rows)
         return self._resolve_refused(conn, plan, own=own)
 
-    def _append_statement(self, plan: AppendPlan) -> bytes:
-        s = self._statements
+    def _append_statement(self, plan: AppendPlan, *, own: bool) -> bytes:
+        # On our own connection a unique violation costs only this statement: no guard.
+        s = self._statements.append_own if own else self._statements.append
         one = len(plan.events) == 1
         if plan.expected is ANY:
-            return s.append_one_any if one else s.append_any
+            return s.one_any if one else s.any
         if plan.expected is NO_STREAM:
-            return s.append_one_no_stream if one else s.append_no_stream
+            return s.one_no_stream if one else s.no_stream
         if plan.expected is STREAM_EXISTS:
-            return s.append_one_stream_exists if one else s.append_stream_exists
-        return s.append_one_exact if one else s.append_exact
+            return s.one_stream_exists if one else s.stream_exists
+        return s.one_exact if one else s.exact
 
     def _resolve_refused(
         self, conn: psycopg.Connection[Any], plan: AppendPlan, *, own: bool

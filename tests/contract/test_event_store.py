@@ -184,22 +184,24 @@ def test_invalid_expected_version_is_rejected(store: EventStore, bad: Any) -> No
     [(0, NO_STREAM), (0, 0), (0, ANY), (2, ANY), (2, STREAM_EXISTS), (2, 2)],
     ids=["no-stream", "zero", "any-new", "any", "stream-exists", "exact"],
 )
+@pytest.mark.parametrize("count", [1, 2], ids=["one-event", "two-events"])
 def test_retrying_an_append_returns_the_original_result(
-    store: EventStore, existing: int, expected: ExpectedVersion
+    store: EventStore, existing: int, expected: ExpectedVersion, count: int
 ) -> None:
     if existing:
         store.append("acc-1", [dep(n) for n in range(existing)])
-    ids = [uuid.uuid4(), uuid.uuid4()]
-    first = store.append("acc-1", [dep(1), dep(2)], expected_version=expected, event_ids=ids)
-    again = store.append("acc-1", [dep(1), dep(2)], expected_version=expected, event_ids=ids)
+    ids = [uuid.uuid4() for _ in range(count)]
+    events = [dep(n + 1) for n in range(count)]
+    first = store.append("acc-1", events, expected_version=expected, event_ids=ids)
+    again = store.append("acc-1", events, expected_version=expected, event_ids=ids)
     assert again.repeated and not first.repeated
-    assert (again.first_version, again.last_version) == (existing + 1, existing + 2)
+    assert (again.first_version, again.last_version) == (existing + 1, existing + count)
     assert (again.positions, again.transaction_id, again.event_ids) == (
         first.positions,
         first.transaction_id,
         first.event_ids,
     )
-    assert (store.stream_info("acc-1")).version == existing + 2
+    assert (store.stream_info("acc-1")).version == existing + count
 
 
 def test_retrying_after_later_appends_still_returns_the_original_result(

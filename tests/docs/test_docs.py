@@ -213,7 +213,7 @@ def sql_text(statement: str) -> str:
 
 def test_the_append_statement_shown_is_the_one_sent() -> None:
     shown = next(b for b in parse(DOCS / "discussions/append.md") if b.language == "sql")
-    assert sql_text(shown.code) == sql_text(_sql.render("eventstore").append_exact.decode())
+    assert sql_text(shown.code) == sql_text(_sql.render("eventstore").append.exact.decode())
 
 
 @pytest.mark.parametrize("doc", [p for p in pages() if any(b.excerpt for b in parse(p))], ids=name)
