@@ -32,9 +32,15 @@ whole JSON join.
 from __future__ import annotations
 
 import dataclasses
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Generic, TypeVar
 
 from psycopg import sql
+
+from eventstore.store import ANY, NO_STREAM, STREAM_EXISTS
+
+S = TypeVar("S")
+R = TypeVar("R")
 
 # One probe of the unique index, on the append's first event id: a retry repeats it. (A
 # probe for every id measured 2x slower on 100-event appends to a young table: the planner
@@ -172,25 +178,41 @@ LOCK_STREAM: Final = (
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class AppendStatements:
+class AppendStatements(Generic[S]):
     """Holds the eight append statements: four claims, for one event or many."""
 
-    any: bytes
-    no_stream: bytes
-    exact: bytes
-    stream_exists: bytes
-    one_any: bytes
-    one_no_stream: bytes
-    one_exact: bytes
-    one_stream_exists: bytes
+    any: S
+    no_stream: S
+    exact: S
+    stream_exists: S
+    one_any: S
+    one_no_stream: S
+    one_exact: S
+    one_stream_exists: S
+
+    def map(self, convert: Callable[[str, S], R]) -> AppendStatements[R]:
+        """Returns the eight statements converted, each with its field's name."""
+        return AppendStatements(
+            *[convert(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
+        )
+
+    def pick(self, expected: object, one: bool) -> S:
+        """Returns the statement for an expected version and one event or many."""
+        if expected is ANY:
+            return self.one_any if one else self.any
+        if expected is NO_STREAM:
+            return self.one_no_stream if one else self.no_stream
+        if expected is STREAM_EXISTS:
+            return self.one_stream_exists if one else self.stream_exists
+        return self.one_exact if one else self.exact
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Statements:
     """Holds every statement rendered for one schema, as bytes ready to execute."""
 
-    append: AppendStatements  # guarded: for a caller's connection
-    append_own: AppendStatements  # unguarded: for the store's own connection
+    append: AppendStatements[bytes]  # guarded: for a caller's connection
+    append_own: AppendStatements[bytes]  # unguarded: for the store's own connection
     stream_version: bytes
     refused_append: bytes
     append_neighbours: bytes
@@ -222,7 +244,7 @@ def render(schema: str) -> Statements:
     def build(template: str) -> bytes:
         return sql.SQL(template).format(**names).as_bytes(None)
 
-    def appends(*, guarded: bool) -> AppendStatements:
+    def appends(*, guarded: bool) -> AppendStatements[bytes]:
         claims = [
             _claim(c, guarded=guarded)
             for c in (CLAIM_ANY, CLAIM_NO_STREAM, CLAIM_EXACT, CLAIM_STREAM_EXISTS)

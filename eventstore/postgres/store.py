@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -20,6 +21,7 @@ from uuid import UUID
 import psycopg
 import psycopg_pool
 import tenacity
+from psycopg import generators
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
@@ -33,6 +35,7 @@ from eventstore.errors import (
     TransactionConflictError,
 )
 from eventstore.events import Event, EventMetadata, RawRecordedEvent, RecordedEvent
+from eventstore.postgres import prepared as _prepared
 from eventstore.postgres import sql as _sql
 from eventstore.postgres.connections import (
     connection_error,
@@ -48,8 +51,6 @@ from eventstore.registry import EventRegistry
 from eventstore.settings import database_url_from_env
 from eventstore.store import (
     ANY,
-    NO_STREAM,
-    STREAM_EXISTS,
     AppendResult,
     ConnectionLike,
     Direction,
@@ -105,6 +106,13 @@ class PostgresEventStore:
         self._url = url
         self._registry = registry
         self._statements = _sql.render(_append.validate_schema(schema))
+        # Named after their text: stores of other schemas may share a pool given with pool=.
+        self._prepared = self._statements.append_own.map(
+            lambda _, query: _prepared.positional(
+                "eventstore_" + hashlib.sha1(query, usedforsecurity=False).hexdigest()[:20],
+                query,
+            )
+        )
         self._pool = pool
         self._owns_pool = pool is None
         self._pool_sizes = (min_size, max_size)
@@ -360,16 +368,24 @@ class PostgresEventStore:
     ) -> AppendResult:
         # In a `command_transaction`, the first append commits it in the same round trip.
         commit = not own and getattr(conn, _COMMIT_WITH_APPEND, False)
+        one = len(plan.events) == 1
         try:
-            # Binary results: three bigints load for half the client time of text.
-            rows = self._fetch(
-                conn,
-                self._append_statement(plan, own=own),
-                plan.params(),
-                binary=True,
-                own=own,
-                commit=commit,
-            )
+            state = _prepared.state_of(conn) if own else None
+            if state is not None:
+                rows = self._append_prepared(conn, plan, state)
+            else:
+                # On our own connection a unique violation costs only this statement, so
+                # its claims carry no duplicate-id guard; a caller's keep it.
+                statements = self._statements.append_own if own else self._statements.append
+                # Binary results: three bigints load for half the client time of text.
+                rows = self._fetch(
+                    conn,
+                    statements.pick(plan.expected, one),
+                    plan.params(),
+                    binary=True,
+                    own=own,
+                    commit=commit,
+                )
         except DuplicateEventIdError as exc:
             # The ids are stored already: by a concurrent retry that won the race, or
             # elsewhere. In a caller's transaction the transaction is aborted, so the
@@ -385,17 +401,38 @@ class PostgresEventStore:
             return _append.result_from_rows(plan, rows)
         return self._resolve_refused(conn, plan, own=own)
 
-    def _append_statement(self, plan: AppendPlan, *, own: bool) -> bytes:
-        # On our own connection a unique violation costs only this statement: no guard.
-        s = self._statements.append_own if own else self._statements.append
-        one = len(plan.events) == 1
-        if plan.expected is ANY:
-            return s.one_any if one else s.any
-        if plan.expected is NO_STREAM:
-            return s.one_no_stream if one else s.no_stream
-        if plan.expected is STREAM_EXISTS:
-            return s.one_stream_exists if one else s.stream_exists
-        return s.one_exact if one else s.exact
+    def _append_prepared(
+        self,
+        conn: psycopg.Connection[Any],
+        plan: AppendPlan,
+        state: _prepared.ConnectionState,
+    ) -> list[tuple[Any, ...]]:
+        """Runs the append on our own connection as a statement prepared under our name."""
+        statement = self._prepared.pick(plan.expected, len(plan.events) == 1)
+        encoding = state.encoding
+        values = statement.values(plan.params(), encoding)
+        pg = conn.pgconn
+        try:
+            for retry in (False, True):
+                if statement.name not in state.prepared:
+                    pg.send_prepare(statement.name, statement.query, statement.types)
+                    _prepared.prepared_ok(conn.wait(generators.execute(pg)), encoding)
+                    state.prepared.add(statement.name)
+                pg.send_query_prepared(statement.name, values, statement.formats, 1)
+                try:
+                    result = _prepared.checked(conn.wait(generators.execute(pg)), encoding)
+                except psycopg.Error as exc:
+                    if retry or not _prepared.lost_statement(exc):
+                        raise
+                    state.prepared.discard(statement.name)  # DISCARD ALL, say: again
+                    continue
+                return _prepared.int8_rows(result)
+        except psycopg.Error as exc:
+            failure = _translated(exc, plan.stream_id)
+            if failure is exc:
+                raise
+            raise failure from exc
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _resolve_refused(
         self, conn: psycopg.Connection[Any], plan: AppendPlan, *, own: bool

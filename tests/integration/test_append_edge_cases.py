@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 
 import psycopg
+import psycopg_pool
 import pytest
 import sqlalchemy as sa
 from psycopg.rows import dict_row
@@ -86,3 +87,53 @@ def test_an_id_from_another_stream_neither_aborts_the_transaction_nor_burns_posi
 def test_unusable_schema_names_are_refused(schema: str, eventstore_registry: EventRegistry) -> None:
     with pytest.raises(ConfigurationError):
         PostgresEventStore("postgresql://x/y", registry=eventstore_registry, schema=schema)
+
+
+def _our_prepared(conn: psycopg.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT name FROM pg_prepared_statements WHERE name LIKE 'eventstore\\_%'"
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+@pytest.mark.parametrize("forget", ["DEALLOCATE ALL", "DISCARD ALL"])
+def test_appends_prepare_their_statement_again_when_the_connection_forgot_it(
+    eventstore_database_url: str, eventstore_registry: EventRegistry, forget: str
+) -> None:
+    pool = psycopg_pool.ConnectionPool(
+        eventstore_database_url, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True
+    )
+    with pool, PostgresEventStore(pool=pool, registry=eventstore_registry) as store:
+        store.append("s-1", DEP, expected_version=NO_STREAM)
+        with pool.connection() as conn:  # the store's only connection
+            before = _our_prepared(conn)
+            conn.execute(forget)
+            assert _our_prepared(conn) == []
+        second = store.append("s-2", DEP, expected_version=NO_STREAM)  # the same statement
+        repeat = store.append("s-2", DEP, expected_version=NO_STREAM, event_ids=second.event_ids)
+        with pool.connection() as conn:
+            assert _our_prepared(conn) == before
+            assert len(before) == 1
+        assert store.stream_info("s-2").version == 1
+    assert repeat.repeated and repeat.positions == second.positions
+
+
+def test_a_pool_without_prepared_statements_appends_without_preparing(
+    eventstore_database_url: str, eventstore_registry: EventRegistry
+) -> None:
+    pool = psycopg_pool.ConnectionPool(
+        eventstore_database_url,
+        min_size=1,
+        max_size=1,
+        kwargs={"autocommit": True, "prepare_threshold": None},
+        open=True,
+    )
+    with pool, PostgresEventStore(pool=pool, registry=eventstore_registry) as store:
+        for version in range(20):
+            store.append("s-1", DEP, expected_version=version)
+        with pytest.raises(DuplicateEventIdError):
+            taken = store.read_stream("s-1")
+            store.append("s-2", DEP, event_ids=[next(iter(taken)).event_id])
+        with pool.connection() as conn:
+            assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+        assert store.stream_info("s-1").version == 20
