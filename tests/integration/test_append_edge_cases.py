@@ -131,9 +131,9 @@ def test_a_pool_without_prepared_statements_appends_without_preparing(
     with pool, PostgresEventStore(pool=pool, registry=eventstore_registry) as store:
         for version in range(20):
             store.append("s-1", DEP, expected_version=version)
+        taken = next(iter(store.read_stream("s-1"))).event_id
         with pytest.raises(DuplicateEventIdError):
-            taken = store.read_stream("s-1")
-            store.append("s-2", DEP, event_ids=[next(iter(taken)).event_id])
+            store.append("s-2", DEP, event_ids=[taken])
         with pool.connection() as conn:
             assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
         assert store.stream_info("s-1").version == 20
