@@ -6,8 +6,8 @@ everything else the store does, and with several writers on few cores client CPU
 bounds appends (docs/discussions/append.md). The append's parameters are few and their
 types fixed, so on its own pooled connections the store prepares the statement once per
 connection under its own name and sends each append with ``send_query_prepared``: the
-parameters encoded by hand (text, or a uuid's 16 bytes), the three bigints of each
-returned row read from binary. Errors come back as the same psycopg exceptions, built
+parameters encoded by hand (text, or a uuid's 16 bytes), the returned rows loaded from
+binary by psycopg's transformer. Errors come back as the same psycopg exceptions, built
 from the result by psycopg (`psycopg.errors.error_from_result`).
 
 Only the append, and only on the store's own connections (idle, not in pipeline mode, used
@@ -25,10 +25,14 @@ from typing import Any, Final
 from uuid import UUID
 
 from psycopg import errors, pq
+from psycopg.adapt import Transformer
 
 _PLACEHOLDER: Final = re.compile(r"%\((\w+)\)([sb])")
 # The Postgres type each append parameter is prepared with (pg_type oids). Ints travel as
 # text and are read as bigint; the statements cast to the columns' types where they differ.
+# JSON goes as "unknown" (0), like psycopg sends a str: the statement's `::jsonb` then
+# parses it straight into jsonb instead of making a text value first and casting that.
+_UNKNOWN: Final = 0
 _TEXT: Final = 25
 _INT8: Final = 20
 _UUID: Final = 2950
@@ -38,11 +42,11 @@ _TYPES: Final = {
     "expected": _INT8,
     "shard_key": _INT8,
     "first_id": _UUID,
-    "metadata": _TEXT,
+    "metadata": _UNKNOWN,
     "event_type": _TEXT,
     "schema_version": _INT8,
-    "data": _TEXT,
-    "events": _TEXT,
+    "data": _UNKNOWN,
+    "events": _UNKNOWN,
 }
 _TUPLES_OK: Final = int(pq.ExecStatus.TUPLES_OK)
 _COMMAND_OK: Final = int(pq.ExecStatus.COMMAND_OK)
@@ -105,10 +109,19 @@ def positional(name: str, statement: bytes) -> Prepared:
 
 @dataclasses.dataclass(slots=True)
 class ConnectionState:
-    """What one connection has prepared, and its client encoding (looked up once)."""
+    """What one connection has prepared, its client encoding (looked up once) and the
+    psycopg transformer that loads its results (in C, with its loaders cached)."""
 
     encoding: str
+    transformer: Any  # psycopg's Transformer (C or Python): no public type to name
     prepared: set[bytes] = dataclasses.field(default_factory=set)
+
+    def rows(self, result: pq.abc.PGresult) -> list[tuple[Any, ...]]:
+        """Loads every row of a binary result as tuples."""
+        tx = self.transformer
+        tx.set_pgresult(result, set_loaders=True, format=pq.Format.BINARY)
+        rows: list[tuple[Any, ...]] = tx.load_rows(0, result.ntuples, tuple)
+        return rows
 
 
 def state_of(conn: Any) -> ConnectionState | None:
@@ -117,7 +130,7 @@ def state_of(conn: Any) -> ConnectionState | None:
     if state is None:
         if conn.prepare_threshold is None:  # the user turned prepared statements off
             return None
-        state = ConnectionState(conn.info.encoding)
+        state = ConnectionState(conn.info.encoding, Transformer(conn))
         setattr(conn, STATE_ATTRIBUTE, state)
     return state
 
@@ -142,13 +155,3 @@ def prepared_ok(results: Sequence[pq.abc.PGresult], encoding: str) -> None:
 def lost_statement(exc: BaseException) -> bool:
     """Tells whether an error says the prepared statement no longer exists."""
     return getattr(exc, "sqlstate", None) == _NO_SUCH_STATEMENT
-
-
-def int8_rows(result: Any) -> list[tuple[Any, ...]]:
-    """Reads every row of a result of binary bigint columns."""
-    get = result.get_value
-    columns = range(result.nfields)
-    return [
-        tuple([int.from_bytes(get(row, col), "big", signed=True) for col in columns])
-        for row in range(result.ntuples)
-    ]

@@ -427,7 +427,7 @@ class AsyncPostgresEventStore:
                         raise
                     state.prepared.discard(statement.name)  # DISCARD ALL, say: again
                     continue
-                return _prepared.int8_rows(result)
+                return state.rows(result)
         except psycopg.Error as exc:
             failure = _translated(exc, plan.stream_id)
             if failure is exc:
