@@ -113,7 +113,7 @@ class Settings:
     warmup: float
 
 
-FULL: Final = Settings(rounds=5, duration=1.0, warmup=0.5)
+FULL: Final = Settings(rounds=9, duration=1.0, warmup=0.5)
 QUICK: Final = Settings(rounds=2, duration=0.3, warmup=0.15)
 
 
