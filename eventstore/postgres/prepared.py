@@ -64,8 +64,9 @@ class Prepared:
     name: bytes
     query: bytes
     params: tuple[str, ...]
-    types: tuple[int, ...]
-    formats: tuple[int, ...]
+    # Lists, not tuples: psycopg 3.2's C `PGconn` takes only lists for these.
+    types: list[int]
+    formats: list[int]
 
     def values(self, params: Mapping[str, Any], encoding: str) -> list[bytes | None]:
         """Returns the parameters encoded as the prepared statement takes them."""
@@ -102,8 +103,8 @@ def positional(name: str, statement: bytes) -> Prepared:
         name.encode(),
         query.encode(),
         tuple(names),
-        tuple(_TYPES[n] for n in names),
-        tuple(formats),
+        [_TYPES[n] for n in names],
+        formats,
     )
 
 
