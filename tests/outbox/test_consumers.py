@@ -16,7 +16,6 @@ import pytest
 import redis.asyncio as aioredis
 import standardwebhooks
 from nats import connect as nats_connect
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -126,7 +125,9 @@ async def consume_jetstream(
             nonlocal fresh
             try:
                 batch = await pull.fetch(EVENTS, timeout=0.5)
-            except NatsTimeout:
+            # nats-py raises its own TimeoutError, or (a fetch whose deadline ran out
+            # between its two requests) asyncio's: both are the builtin TimeoutError.
+            except TimeoutError:
                 info = await js.consumer_info(stream, durable)
                 return info.num_pending == 0 and info.num_ack_pending == 0
             for msg in batch:
