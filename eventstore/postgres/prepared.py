@@ -19,6 +19,7 @@ keeps the cursor too. Pure helpers: the sync and async stores do the I/O.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -86,8 +87,9 @@ class Prepared:
         return values
 
 
-def positional(name: str, statement: bytes) -> Prepared:
-    """Turns a statement with ``%(name)s`` / ``%(name)b`` placeholders into ``$n`` form."""
+def positional(statement: bytes) -> Prepared:
+    """Turns a statement with ``%(name)s`` / ``%(name)b`` placeholders into ``$n`` form,
+    named after its text (stores of other schemas may share a pool given with pool=)."""
     names: list[str] = []
     formats: list[int] = []
 
@@ -99,8 +101,9 @@ def positional(name: str, statement: bytes) -> Prepared:
         return f"${names.index(param) + 1}"
 
     query = _PLACEHOLDER.sub(number, statement.decode())
+    digest = hashlib.sha1(statement, usedforsecurity=False).hexdigest()[:20]
     return Prepared(
-        name.encode(),
+        f"eventstore_{digest}".encode(),
         query.encode(),
         tuple(names),
         [_TYPES[n] for n in names],

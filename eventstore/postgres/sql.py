@@ -190,11 +190,9 @@ class AppendStatements(Generic[S]):
     one_exact: S
     one_stream_exists: S
 
-    def map(self, convert: Callable[[str, S], R]) -> AppendStatements[R]:
-        """Returns the eight statements converted, each with its field's name."""
-        return AppendStatements(
-            *[convert(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
-        )
+    def map(self, convert: Callable[[S], R]) -> AppendStatements[R]:
+        """Returns the eight statements converted."""
+        return AppendStatements(*[convert(getattr(self, f.name)) for f in dataclasses.fields(self)])
 
     def pick(self, expected: object, one: bool) -> S:
         """Returns the statement for an expected version and one event or many."""

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -106,13 +105,7 @@ class PostgresEventStore:
         self._url = url
         self._registry = registry
         self._statements = _sql.render(_append.validate_schema(schema))
-        # Named after their text: stores of other schemas may share a pool given with pool=.
-        self._prepared = self._statements.append_own.map(
-            lambda _, query: _prepared.positional(
-                "eventstore_" + hashlib.sha1(query, usedforsecurity=False).hexdigest()[:20],
-                query,
-            )
-        )
+        self._prepared = self._statements.append_own.map(_prepared.positional)
         self._pool = pool
         self._owns_pool = pool is None
         self._pool_sizes = (min_size, max_size)
@@ -368,7 +361,6 @@ class PostgresEventStore:
     ) -> AppendResult:
         # In a `command_transaction`, the first append commits it in the same round trip.
         commit = not own and getattr(conn, _COMMIT_WITH_APPEND, False)
-        one = len(plan.events) == 1
         try:
             state = _prepared.state_of(conn) if own else None
             if state is not None:
@@ -380,7 +372,7 @@ class PostgresEventStore:
                 # Binary results: three bigints load for half the client time of text.
                 rows = self._fetch(
                     conn,
-                    statements.pick(plan.expected, one),
+                    statements.pick(plan.expected, len(plan.events) == 1),
                     plan.params(),
                     binary=True,
                     own=own,
