@@ -8,7 +8,14 @@ from typing import Any, TypeAlias
 import pydantic
 
 from eventstore.errors import InvalidArgumentError, InvalidEventError, UnknownEventTypeError
-from eventstore.events import EMPTY_METADATA, Event, EventMetadata, RawRecordedEvent, RecordedEvent
+from eventstore.events import (
+    EMPTY_METADATA,
+    Event,
+    EventMetadata,
+    RawRecordedEvent,
+    RecordedEvent,
+    recorded_event,
+)
 from eventstore.registry import EventRegistry
 
 RawRow: TypeAlias = tuple[Any, ...]
@@ -27,9 +34,9 @@ def decode_row(
         payload = registry.decode(event_type, schema_version, data)
     except UnknownEventTypeError as exc:
         raise UnknownEventTypeError(event_type, record=decode_raw_row(row)) from exc
-    # Positional, in field order (global_position ... transaction_id): this runs for every
-    # event every read decodes, and keywords cost a tenth more.
-    recorded = RecordedEvent(
+    # Positional, in field order (global_position ... transaction_id), past __init__: this
+    # runs for every event every read decodes.
+    recorded = recorded_event(
         position,
         stream_id,
         version,

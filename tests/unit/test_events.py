@@ -16,7 +16,7 @@ from eventstore import (
     UpcastError,
 )
 from eventstore._append import validate_expected
-from eventstore.events import uuid7, uuid7_batch
+from eventstore.events import EMPTY_METADATA, RecordedEvent, recorded_event, uuid7, uuid7_batch
 from eventstore.sharding import shard_key
 from tests.support import Deposited, make_registry
 
@@ -110,6 +110,34 @@ def test_uuid7s_are_the_uuids_the_constructor_makes() -> None:
         assert made.bytes == plain.bytes and made.is_safe == plain.is_safe
         assert pickle.loads(pickle.dumps(made)) == plain and copy.copy(made) == plain
         assert uuid.UUID(f"{made.int:032x}") == plain  # the append's wire form
+
+
+def test_recorded_events_built_past_init_are_the_ones_init_builds() -> None:
+    import copy
+    import dataclasses
+    import datetime as dt
+    import pickle
+
+    values = (
+        7,
+        "acc-1",
+        3,
+        uuid7(),
+        "test.Deposited",
+        1,
+        Deposited(amount=5, currency="EUR"),
+        EMPTY_METADATA,
+        dt.datetime(2026, 12, 2, 15, 0, tzinfo=dt.UTC),
+        812,
+    )
+    made, plain = recorded_event(*values), RecordedEvent(*values)
+    assert type(made) is RecordedEvent
+    assert made == plain and hash(made) == hash(plain) and repr(made) == repr(plain)
+    assert dataclasses.astuple(made) == dataclasses.astuple(plain)
+    assert pickle.loads(pickle.dumps(made)) == plain and copy.copy(made) == plain
+    assert dataclasses.replace(made, version=4) == dataclasses.replace(plain, version=4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.version = 4  # type: ignore[misc]
 
 
 def test_shard_key_is_stable_and_non_negative() -> None:
