@@ -63,6 +63,27 @@ __all__ = ["AsyncSubscriptionStore"]
 Conn = psycopg.AsyncConnection[Any]
 
 
+# The widest window (in transaction ids) opened without asking where its rows start.
+SMALL_WINDOW_XIDS: Final = 256
+# The widest range a live worker's next page is read over with its checkpoint (`live_xids`).
+LIVE_WINDOW_XIDS_MAX: Final = 4096
+
+
+def live_xids(width: int) -> int:
+    """Returns how many transaction ids a live worker's next page should span, after a
+    drained window ``width`` ids wide: twice that, within [`SMALL_WINDOW_XIDS`,
+    `LIVE_WINDOW_XIDS_MAX`].
+
+    A worker running a batch every wake interval sees windows as wide as the transactions
+    finished meanwhile: at 6,700 appends a second and 50 ms, about 340. A fixed range of
+    256 ids would miss such windows every time, so each cycle would read a page only to
+    drop it and then read the window again in two more round trips. Twice the last width
+    keeps the range a little ahead of a steady rate, and the cap keeps the planner's view
+    of the range (the bounds are constants) narrow enough for the transaction id index.
+    """
+    return max(SMALL_WINDOW_XIDS, min(LIVE_WINDOW_XIDS_MAX, 2 * width))
+
+
 class AsyncSubscriptionStore:
     """Keeps subscriptions' checkpoints, leases and dead letters, and reads their windows.
 
@@ -184,12 +205,15 @@ class AsyncSubscriptionStore:
             yield await unwrap_async_connection(sa_conn), sa_conn
 
     @staticmethod
-    def live_window(checkpoint: CheckpointRow, expected_low: PgSnapshot) -> Window | None:
+    def live_window(
+        checkpoint: CheckpointRow, expected_low: PgSnapshot, xids: int = SMALL_WINDOW_XIDS
+    ) -> Window | None:
         """Returns the window whose first page `checkpoint.live_page` holds, or None when that
         page cannot be used: the checkpoint is not drained at ``expected_low`` (another runner
         or a reset moved it), the snapshot is older than it (a restored database: the usual
-        path raises), or the window is wider than the page's narrow range of transaction ids
-        (the usual path asks where its rows start first)."""
+        path raises), or the window is wider than the page's range of ``xids`` transaction
+        ids (the ``live_xids`` it was read with; the usual path asks where its rows start
+        first)."""
         window = checkpoint.window
         if checkpoint.live_page is None or window.high is not None or window.low != expected_low:
             return None
@@ -198,7 +222,7 @@ class AsyncSubscriptionStore:
             return None
         opened = window.open(high)
         from_xid, to_xid, extra = opened.candidate_ranges()
-        if to_xid - from_xid + len(extra) > SMALL_WINDOW_XIDS:
+        if to_xid - from_xid + len(extra) > xids:
             return None
         return opened
 
@@ -210,6 +234,7 @@ class AsyncSubscriptionStore:
         shard: int,
         live_from: PgSnapshot | None = None,
         filters: Mapping[str, Any] | None = None,
+        live_xids: int = SMALL_WINDOW_XIDS,
     ) -> AsyncIterator[tuple[Conn, Any, CheckpointRow | None]]:
         """Yields a batch's transaction (as `batch_transaction`) and the shard's checkpoint
         read in it.
@@ -222,8 +247,8 @@ class AsyncSubscriptionStore:
         A live worker, which expects its checkpoint drained at ``live_from``, also gets in
         that round trip the first page of the window it would open next (`LIVE_PAGE`, with
         ``filters``, `page`'s keywords), as the checkpoint's ``live_page``: the caller uses
-        it only if the checkpoint is what it expected and the window narrow (see
-        `live_window`).
+        it only if the checkpoint is what it expected and the window no wider than the
+        page's ``live_xids`` transaction ids (see `live_window` and `live_xids`).
         """
         if kind != "psycopg":
             async with self.batch_transaction(kind) as (conn, target):
@@ -238,7 +263,7 @@ class AsyncSubscriptionStore:
                         await cur.execute(self._sql.load_checkpoint, {"name": name, "shard": shard})
                         if live_from is not None:
                             ahead = conn.cursor(row_factory=tuple_row)
-                            params = _live_params(live_from, **(filters or {}))
+                            params = _live_params(live_from, live_xids, **(filters or {}))
                             await ahead.execute(self._sql.live_page, params, prepare=False)
                     rows = await cur.fetchall()
                     live = None if live_from is None else _live_page(await ahead.fetchall())
@@ -735,9 +760,6 @@ async def _pause(name: str, deadline: float, timeout: float, interval: float, ex
 
 _IDLE: Final = psycopg.pq.TransactionStatus.IDLE
 
-# The widest window (in transaction ids) opened without asking where its rows start.
-SMALL_WINDOW_XIDS: Final = 256
-
 
 def _checkpoint_row(
     rows: Sequence[tuple[Any, ...]], live: tuple[PgSnapshot, list[Any]] | None = None
@@ -777,9 +799,10 @@ def _page_params(
     }
 
 
-def _live_params(low: PgSnapshot, **filters: Any) -> dict[str, Any]:
-    """Returns `LIVE_PAGE`'s parameters for the window a drained checkpoint at ``low`` opens."""
-    return _page_params(low.xmax, low.xmax + SMALL_WINDOW_XIDS, low.xip, **filters)
+def _live_params(low: PgSnapshot, xids: int, **filters: Any) -> dict[str, Any]:
+    """Returns `LIVE_PAGE`'s parameters for the window a drained checkpoint at ``low`` opens,
+    up to ``xids`` transaction ids past its xmax."""
+    return _page_params(low.xmax, low.xmax + xids, low.xip, **filters)
 
 
 def _live_page(rows: list[tuple[Any, ...]]) -> tuple[PgSnapshot, list[Any]] | None:

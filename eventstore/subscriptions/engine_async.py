@@ -37,7 +37,11 @@ from eventstore.errors import (
     UpcastError,
 )
 from eventstore.events import Event, RecordedEvent
-from eventstore.postgres.subscriptions_async import AsyncSubscriptionStore
+from eventstore.postgres.subscriptions_async import (
+    SMALL_WINDOW_XIDS,
+    AsyncSubscriptionStore,
+    live_xids,
+)
 from eventstore.registry import EventRegistry
 from eventstore.sharding import shard_key
 from eventstore.subscriptions.records import (
@@ -117,6 +121,8 @@ class AsyncShardWorker:
         # Where this worker left its checkpoint drained after a live batch: the next cycle
         # reads its page in the checkpoint's round trip (`AsyncSubscriptionStore.batch_cycle`).
         self._live_from: PgSnapshot | None = None
+        # How many transaction ids past it that page spans (`live_xids`).
+        self._live_xids = SMALL_WINDOW_XIDS
 
     async def step(self) -> StepResult:
         """Runs one cycle; raises `FencedError` when the shard is no longer this worker's.
@@ -163,13 +169,17 @@ class AsyncShardWorker:
         sub = self.subscription
         expected, self._live_from = self._live_from, None
         async with self.source.batch_cycle(
-            sub.connection, sub.name, self.shard, expected, self._filters()
+            sub.connection, sub.name, self.shard, expected, self._filters(), self._live_xids
         ) as (conn, target, checkpoint):
             if checkpoint is None or checkpoint.epoch != self.epoch:
                 raise FencedError(sub.name, self.shard)
             if checkpoint.status != "running":
                 return StepResult(0, True, checkpoint.status)
-            opened = None if expected is None else self.source.live_window(checkpoint, expected)
+            opened = (
+                None
+                if expected is None
+                else self.source.live_window(checkpoint, expected, self._live_xids)
+            )
             if opened is not None and checkpoint.live_page is not None:
                 window, live = opened, True
                 page = _Page(checkpoint.live_page[1], None)
@@ -208,8 +218,11 @@ class AsyncShardWorker:
             if not finished:
                 raise FencedError(sub.name, self.shard)
         if drained and live and sub.connection == "psycopg":
-            # Caught up: the next cycle reads the window it opens with its checkpoint.
+            # Caught up: the next cycle reads the window it opens with its checkpoint,
+            # over a range of transaction ids sized from this window's width.
             self._live_from = moved.low
+            from_xid, to_xid, extra = window.candidate_ranges()
+            self._live_xids = live_xids(to_xid - from_xid + len(extra))
         return StepResult(len(rows), drained and live)
 
     async def _page(self, conn: Any, window: Window) -> _Page:

@@ -130,3 +130,19 @@ def test_every_finished_transaction_lands_in_exactly_one_window_in_commit_order(
     seed: int,
 ) -> None:
     _simulate(seed)
+
+
+def test_a_live_page_spans_twice_the_last_window_within_its_bounds() -> None:
+    """A live worker's next page covers twice the transaction ids of the window it just
+    drained, never fewer than the small-window range nor more than the cap."""
+    from eventstore.postgres.subscriptions import (
+        LIVE_WINDOW_XIDS_MAX,
+        SMALL_WINDOW_XIDS,
+        live_xids,
+    )
+
+    assert live_xids(0) == SMALL_WINDOW_XIDS
+    assert live_xids(SMALL_WINDOW_XIDS // 2) == SMALL_WINDOW_XIDS
+    assert live_xids(340) == 680
+    assert live_xids(LIVE_WINDOW_XIDS_MAX) == LIVE_WINDOW_XIDS_MAX
+    assert SMALL_WINDOW_XIDS < LIVE_WINDOW_XIDS_MAX
