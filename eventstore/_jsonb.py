@@ -16,15 +16,17 @@ import decimal
 import enum
 import json
 import math
+import operator
 import re
 import types
 import typing
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
 import pydantic
 
-__all__ = ["LossyValueError", "as_stored", "may_change", "numbers_kept", "same"]
+__all__ = ["LossyValueError", "as_stored", "exact_fields", "may_change", "numbers_kept", "same"]
 
 # A number with an exponent, or a negative zero: the only number texts jsonb prints back
 # differently in a way that changes the value read (a cheap, conservative test).
@@ -109,6 +111,148 @@ def _annotation_kept(annotation: Any, seen: set[type[Any]]) -> bool:
         if issubclass(annotation, pydantic.BaseModel):
             return _model_kept(annotation, seen)
     return False
+
+
+# The leaf types `exact_fields` accepts: each one's JSON validates back to an equal value
+# of the same exact type, whatever the value. Not float, bytes or containers; and not
+# datetime or time: an aware one can read back changed (a local time in a DST gap, an
+# offset with seconds, which the JSON rounds), which the full round trip refuses.
+_EXACT_LEAVES: Final = frozenset({str, int, bool, uuid.UUID, datetime.date})
+# The model_config keys that leave validation and serialization as they are for such
+# fields (an Event's own: frozen, extra; and a few descriptive ones).
+_NEUTRAL_CONFIG: Final = frozenset(
+    {"frozen", "extra", "title", "json_schema_extra", "protected_namespaces", "defer_build"}
+    | {"use_attribute_docstrings"}
+)
+
+
+def exact_fields(model: type[pydantic.BaseModel]) -> Callable[[dict[str, Any]], bool] | None:
+    """Returns a test that an instance's field values read back unchanged, or None.
+
+    A model qualifies when every field is declared as one of a few leaf types (str, int,
+    bool, UUID, date, enums of distinct str or int values, each optionally ``| None``)
+    with no constraint, alias or exclusion, and the model has no validator, serializer,
+    computed field, post-init hook or configuration that changes validation. For such a
+    model, a value of exactly its field's declared type (``type(v) is str``, not a
+    subclass) is serialized to JSON that validates back to an equal value of the same type:
+    the registry's round trip through pydantic can only confirm it.
+
+    The test returned checks exactly that: the instance holds every field, nothing else,
+    each value of an accepted exact type. True is certain; False (a value slipped in without
+    validation by ``model_construct``, a subclass, a missing field) only means "do the full
+    round trip". It costs a fifth of that round trip.
+    """
+    if not _plain_model(model):
+        return None
+    names: list[str] = []
+    allowed: list[frozenset[type[Any]]] = []
+    for name, field in model.model_fields.items():
+        kinds = _exact_kinds(field)
+        if kinds is None:
+            return None
+        names.append(name)
+        allowed.append(kinds)
+    return _exact_test(tuple(names), tuple(allowed))
+
+
+def _plain_model(model: type[pydantic.BaseModel]) -> bool:
+    """Tells whether a model validates and serializes its fields with nothing of its own."""
+    decorators = model.__pydantic_decorators__
+    if any(
+        getattr(decorators, kind)
+        for kind in (
+            "validators",
+            "field_validators",
+            "root_validators",
+            "field_serializers",
+            "model_serializers",
+            "model_validators",
+            "computed_fields",
+        )
+    ):
+        return False
+    if getattr(model, "__pydantic_post_init__", None) is not None:
+        return False
+    if getattr(model, "__pydantic_root_model__", False):
+        return False
+    if "__get_pydantic_core_schema__" in vars(model):
+        return False
+    config = model.model_config
+    if not set(config) <= _NEUTRAL_CONFIG:
+        return False
+    return config.get("extra") in (None, "forbid", "ignore")
+
+
+def _exact_kinds(field: Any) -> frozenset[type[Any]] | None:
+    """Returns the exact types a field's value may have to be kept as it is, or None."""
+    if field.metadata or field.exclude:
+        return None
+    if field.alias or field.validation_alias or field.serialization_alias:
+        return None
+    annotation = field.annotation
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        members = typing.get_args(annotation)
+    else:
+        members = (annotation,)
+    kinds: set[type[Any]] = set()
+    for member in members:
+        leaf = member is type(None) or member in _EXACT_LEAVES
+        if not leaf and not (
+            isinstance(member, type) and issubclass(member, enum.Enum) and _plain_enum(member)
+        ):
+            return None
+        kinds.add(member)
+    return frozenset(kinds)
+
+
+def _plain_enum(kind: type[enum.Enum]) -> bool:
+    """Tells whether an enum's members all have str or int (not bool) values, and distinct
+    ones, so that a member's value validates back to that member."""
+    values = [member.value for member in kind]
+    return (
+        bool(values)
+        and all(type(v) in (str, int) for v in values)
+        and (len(set(values)) == len(values))
+    )
+
+
+def _exact_test(
+    names: tuple[str, ...], allowed: tuple[frozenset[type[Any]], ...]
+) -> Callable[[dict[str, Any]], bool]:
+    count = len(names)
+    if count == 0:
+        return lambda values: not values
+    getter = operator.itemgetter(*names)
+    single = all(len(kinds) == 1 for kinds in allowed)
+    if count == 1:
+        (name,), (kinds,) = names, allowed
+
+        def one(values: dict[str, Any]) -> bool:
+            return len(values) == 1 and name in values and type(values[name]) in kinds
+
+        return one
+    if single:  # the common case: one tuple comparison
+        expected = tuple(next(iter(kinds)) for kinds in allowed)
+
+        def exact(values: dict[str, Any]) -> bool:
+            try:
+                return len(values) == count and tuple(map(type, getter(values))) == expected
+            except KeyError:
+                return False
+
+        return exact
+
+    def any_of(values: dict[str, Any]) -> bool:
+        try:
+            found = getter(values)
+        except KeyError:
+            return False
+        return len(values) == count and all(
+            type(v) in kinds for v, kinds in zip(found, allowed, strict=True)
+        )
+
+    return any_of
 
 
 def as_stored(text: str) -> str:

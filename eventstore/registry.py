@@ -30,6 +30,11 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _JSON_NUL: Final = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
+# A class's type name, whether to look for numbers jsonb prints otherwise, and the test
+# that an instance's values need no round trip (None: always do it).
+_Encoder = tuple[str, bool, Callable[[dict[str, Any]], bool] | None]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Entry:
     cls: type[Event]
@@ -46,8 +51,9 @@ class EventRegistry:
     def __init__(self, classes: Iterable[type[Event]] = ()) -> None:
         self._entries: dict[str, _Entry] = {}
         self._by_class: dict[type[Event], str] = {}
-        # Per class: its type name, and whether jsonb might print its JSON back otherwise.
-        self._encoders: dict[type[Event], tuple[str, bool]] = {}
+        # Per class: its type name, whether jsonb might print its JSON back otherwise, and
+        # the test that an instance's values are kept as they are (`_jsonb.exact_fields`).
+        self._encoders: dict[type[Event], _Encoder] = {}
         for cls in classes:
             self.register(cls)
 
@@ -114,7 +120,7 @@ class EventRegistry:
         encoder = self._encoders.get(cls)
         if encoder is None:
             encoder = self._encoder_for(event)
-        event_type, check_numbers = encoder
+        event_type, check_numbers, exact = encoder
         try:  # the serializer itself: model_dump_json's wrapper costs as much again
             data = cls.__pydantic_serializer__.to_json(
                 event, by_alias=True, round_trip=True
@@ -126,17 +132,22 @@ class EventRegistry:
             raise ConfigurationError(f"{cls.__qualname__}.schema_version must be an int")
         if "\\u0000" in data:
             _refuse_nul(data, event_type, event)
-        _refuse_lossy(cls, data, event, event_type, check_numbers)
+        if exact is None or not exact(event.__dict__):
+            _refuse_lossy(cls, data, event, event_type, check_numbers)
         return NewEvent(event_id, event_type, schema_version, data, metadata)
 
-    def _encoder_for(self, event: object) -> tuple[str, bool]:
+    def _encoder_for(self, event: object) -> _Encoder:
         """Returns what encoding a class needs, worked out once per class."""
         if not isinstance(event, Event):
             raise InvalidEventError(
                 f"expected an Event instance, got {type(event).__qualname__}", event=event
             )
         cls = type(event)
-        encoder = (self.type_name(cls), _has_ordered(cls) or not _jsonb.numbers_kept(cls))
+        encoder = (
+            self.type_name(cls),
+            _has_ordered(cls) or not _jsonb.numbers_kept(cls),
+            _jsonb.exact_fields(cls),
+        )
         self._encoders[cls] = encoder
         return encoder
 
@@ -196,6 +207,9 @@ def _refuse_lossy(
     Such an event would be stored and then be unreadable, or read back changed: checking
     the round trip now is the only way to keep both promises. ``check_numbers`` False (the
     class can hold no number or ordered mapping jsonb would change) skips looking for one.
+    `EventRegistry.encode` skips this whole check for an event whose values pass its
+    class's `eventstore._jsonb.exact_fields` test: plain leaf fields holding values of
+    exactly their declared types, which can only read back equal.
     """
     try:
         if check_numbers and _jsonb.may_change(data, _has_ordered(cls)):
