@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -171,3 +171,14 @@ def parse_args(argv: Sequence[str] | None, doc: str | None, url_help: str) -> ar
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     return parser.parse_args(argv)
+
+
+def settle(url: str) -> None:
+    """Checkpoints the server before a round, so that no round pays for the dirty pages and
+    WAL the rounds before it left (a checkpoint spread over a round slows its commits).
+    Skipped without the privilege (``pg_checkpoint`` or a superuser)."""
+    with (
+        psycopg.connect(url, autocommit=True) as conn,
+        suppress(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("CHECKPOINT")

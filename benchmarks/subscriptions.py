@@ -59,6 +59,7 @@ from _common import (
     progress,
     scratch_database,
     server_version,
+    settle,
 )
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
@@ -706,17 +707,6 @@ def prepare_big_db(url: str, pool: WriterPool, settings: Settings) -> tuple[list
     pool.fill(url, "acct", settings.events)
     analyze(url)
     return names, time.perf_counter() - started
-
-
-def settle(url: str) -> None:
-    """Checkpoints the server before a catch-up round, so that no round pays for the dirty
-    pages and WAL the round before it left (`eventsourcing`'s one commit per event leaves
-    the most). Skipped without the privilege (``pg_checkpoint`` or a superuser)."""
-    with (
-        psycopg.connect(url, autocommit=True) as conn,
-        contextlib.suppress(psycopg.errors.InsufficientPrivilege),
-    ):
-        conn.execute("CHECKPOINT")
 
 
 def commit_latency(url: str, commits: int = 200) -> float:
