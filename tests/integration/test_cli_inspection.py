@@ -114,12 +114,15 @@ def icu_database(eventstore_server_url: str) -> Iterator[str]:
     """A database whose default collation is linguistic (ICU en-US), migrated."""
     name = f"eventstore_icu_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(eventstore_server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE DATABASE {} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' "
-                "LOCALE 'C.UTF-8'"
-            ).format(sql.Identifier(name))
-        )
+        try:
+            conn.execute(
+                sql.SQL(
+                    "CREATE DATABASE {} TEMPLATE template0 LOCALE_PROVIDER icu "
+                    "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+                ).format(sql.Identifier(name))
+            )
+        except psycopg.errors.FeatureNotSupported as exc:  # the embedded server's build
+            pytest.skip(f"this Postgres has no ICU collations: {exc}")
     url = eventstore_server_url.rsplit("/", 1)[0] + "/" + name
     try:
         migrate.upgrade(url)

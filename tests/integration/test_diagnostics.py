@@ -8,6 +8,7 @@ URL: `ConfigurationError` (exit code 1) showing the input with its password mask
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -34,9 +35,12 @@ def _replace(url: str, **changes: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     user = changes.get("user", parts.username or "postgres")
+    # The password stays: a server with password auth (the embedded one) must get as far
+    # as looking at the database or role for the message to name them.
+    secret = f":{parts.password}" if parts.password else ""
     port = changes.get("port", str(parts.port or 5432))
     path = changes.get("path", parts.path)
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}:{port}", path=path))
+    return urlunsplit(parts._replace(netloc=f"{user}{secret}@{host}:{port}", path=path))
 
 
 # (name, how to break a good URL, what the message must say)
@@ -47,7 +51,13 @@ WRONG: list[tuple[str, Mutate, str]] = [
         lambda u: _replace(u, path="/no_such_database_here"),
         "database 'no_such_database_here' does not exist",
     ),
-    ("bad role", lambda u: _replace(u, user="no_such_role"), "role 'no_such_role' does not exist"),
+    (
+        "bad role",
+        lambda u: _replace(u, user="no_such_role"),
+        # Under trust auth the server says the role is missing; under password auth it
+        # refuses the password without saying whether the role exists.
+        "role 'no_such_role' does not exist|the server refused role 'no_such_role'",
+    ),
 ]
 MALFORMED = [
     ("postgresql://app:s3cret@db:port/app", "'postgresql://app:***@db:port/app'"),
@@ -69,8 +79,9 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def assert_one_line(err: str, expected: str) -> None:
+    """Checks one line of error output matching the regular expression ``expected``."""
     assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert expected in err, err
+    assert re.search(expected, err), err
 
 
 @pytest.mark.parametrize(("case", "wrong", "expected"), WRONG, ids=[w[0] for w in WRONG])
@@ -89,7 +100,7 @@ def test_the_cli_names_the_cause_in_one_line(
 def test_the_cli_shows_a_malformed_url_masked(url: str, expected: str, command: str) -> None:
     done = cli(command, "--url", url)
     assert done.returncode == EXIT_ERROR, done.stderr
-    assert_one_line(done.stderr, expected)
+    assert_one_line(done.stderr, re.escape(expected))
     assert "s3cret" not in done.stderr
 
 
