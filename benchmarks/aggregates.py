@@ -201,7 +201,7 @@ class Result:
 
 
 # Minimum ratios eventkeeper/baseline.
-BARS: Final = (Bar("load-1000", 3.0, f"load {LOAD_EVENTS:,} events vs eventsourcing"),)
+BARS: Final = (Bar("load-1000", 7.0, f"load {LOAD_EVENTS:,} events vs eventsourcing"),)
 
 
 def timed(steps: Sequence[Step], duration: float) -> Round:

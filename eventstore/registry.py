@@ -54,6 +54,9 @@ class EventRegistry:
         # Per class: its type name, whether jsonb might print its JSON back otherwise, and
         # the test that an instance's values are kept as they are (`_jsonb.exact_fields`).
         self._encoders: dict[type[Event], _Encoder] = {}
+        # Stored type name -> (its class's schema version, the class), looked up once per
+        # event by the loads' reads (`current_classes`).
+        self._current: dict[str, tuple[int, type[Event]]] = {}
         for cls in classes:
             self.register(cls)
 
@@ -76,6 +79,7 @@ class EventRegistry:
         entry = self._entries.get(event_type) or _Entry(cls, {})
         for name in names:  # aliases share the entry, so old names get the same upcasters
             self._entries[name] = entry
+            self._current[name] = (entry.cls.schema_version, entry.cls)
         self._by_class[cls] = event_type
         self._encoders.pop(cls, None)
         return cls
@@ -150,6 +154,19 @@ class EventRegistry:
         )
         self._encoders[cls] = encoder
         return encoder
+
+    def current_classes(self) -> Mapping[str, tuple[int, type[Event]]]:
+        """Returns, per stored type name, its class's schema version and the class.
+
+        For loops that decode many events: an event stored at that version decodes with
+        the class's validator, ``cls.__pydantic_validator__.validate_json(data)``; one that
+        fails to validate, or is stored at another version or under an unknown name, goes
+        through `decode` for its upcasting or its typed error.
+        The mapping is live (a later `register` shows in it); do not change it. A subclass
+        that overrides `decode` overrides this too (returning ``{}`` sends every event
+        through its `decode`).
+        """
+        return self._current
 
     def decode(self, event_type: str, schema_version: int, data: str | bytes) -> Event:
         """Decodes a stored payload into its current class, upcasting old versions first."""

@@ -204,6 +204,15 @@ def apply_stored(aggregate: Aggregate, event: Event) -> None:
     aggregate._apply(event)
 
 
+def handlers_of(aggregate: Aggregate) -> Mapping[type[Event], Handler]:
+    """Returns the aggregate's ``@applies`` handlers by event class, for loaders' loops.
+
+    A loader calls ``handler(aggregate, event)`` itself (two calls fewer per event than
+    `apply_stored`) and sends an event with no handler to `apply_stored` for its error.
+    """
+    return type(aggregate).__handlers__
+
+
 def loaded_at(aggregate: Aggregate, version: int) -> None:
     """Sets the version a loader brought the aggregate to."""
     aggregate._version = version

@@ -311,13 +311,18 @@ class Repository(Generic[A]):
         apply = _aggregate.apply_stored
         start = max(base, 1)
         if upto is None and watch is None:  # the common case: the lean read
+            handlers = _aggregate.handlers_of(aggregate)
             for loaded, event in self.store.read_stream_data(
                 stream_id, from_version=start, conn=conn
             ):
                 if loaded == base:
                     seen_base = True
                     continue
-                apply(aggregate, event)
+                handler = handlers.get(type(event))
+                if handler is None:
+                    apply(aggregate, event)  # raises the aggregate's typed error
+                else:
+                    handler(aggregate, event)
                 version = loaded
         else:
             limit = None if upto is None else upto - start + 1

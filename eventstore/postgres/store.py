@@ -19,6 +19,7 @@ from uuid import UUID
 
 import psycopg
 import psycopg_pool
+import pydantic
 import tenacity
 from psycopg import generators
 from psycopg.pq import TransactionStatus
@@ -557,20 +558,43 @@ class PostgresEventStore:
         It fetches only the columns state needs (no ids, times or metadata).
         """
         bounds = _ReadBounds.check(stream_id, "forward", from_version, None)
-        return self._data(self._read_rows(bounds, conn, lean=True))
+        return self._data(self._read_pages(bounds, conn, lean=True))
 
-    def _data(self, rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[int, Event]]:
+    def _data(self, pages: Iterator[list[tuple[Any, ...]]]) -> Iterator[tuple[int, Event]]:
+        # Every load decodes every event here: an event stored at its class's current
+        # version is validated straight from its JSON; anything else (an old version, an
+        # unknown type, a payload that fails to validate) goes through `decode`, which
+        # upcasts it or raises the typed error.
         decode = self._registry.decode
-        for version, event_type, schema_version, data in rows:
-            yield version, decode(event_type, schema_version, data)
+        classes = self._registry.current_classes()
+        for page in pages:
+            for version, event_type, schema_version, data in page:
+                known = classes.get(event_type)
+                if known is not None and known[0] == schema_version:
+                    try:
+                        event = known[1].__pydantic_validator__.validate_json(data)
+                    except pydantic.ValidationError:
+                        event = decode(event_type, schema_version, data)
+                else:
+                    event = decode(event_type, schema_version, data)
+                yield version, event
 
     def _raw(self, rows: Iterator[tuple[Any, ...]]) -> Iterator[RawRecordedEvent]:
         for row in rows:
             yield _rows.decode_raw_row(row)
 
     def _read_rows(
-        self, bounds: _ReadBounds, conn: ConnectionLike | None, *, lean: bool = False
+        self, bounds: _ReadBounds, conn: ConnectionLike | None
     ) -> Iterator[tuple[Any, ...]]:
+        for page in self._read_pages(bounds, conn):
+            for row in page:
+                yield row
+
+    def _read_pages(
+        self, bounds: _ReadBounds, conn: ConnectionLike | None, *, lean: bool = False
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Yields a stream's rows a page at a time (a generator step per row costs as much
+        as decoding a small event)."""
         stream_id, forward, version, remaining = bounds
         query = self._statements.read_forward if forward else self._statements.read_backward
         if lean:
@@ -583,10 +607,11 @@ class PostgresEventStore:
             params = {"stream_id": stream_id, "version": version, "limit": page + 1}
             # A connection per page: a slow consumer never holds a pooled connection.
             rows = self._query(conn, query, params)
-            for row in rows[:page]:
-                yield row
             if len(rows) <= page:
+                if rows:
+                    yield rows
                 return
+            yield rows[:page]
             version = rows[page][at]
             if remaining is not None:
                 remaining -= page

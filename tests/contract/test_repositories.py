@@ -16,6 +16,7 @@ from typing import Any, ClassVar, cast
 import pytest
 
 from eventstore import (
+    AggregateError,
     AggregateNotFoundError,
     AppendResult,
     DeciderRepository,
@@ -139,6 +140,16 @@ def test_a_missing_aggregate_is_not_found(store: EventStore) -> None:
         repo.get("nobody")
     assert (info.value.aggregate, info.value.aggregate_id) == ("Account", "nobody")
     assert isinstance(info.value, LookupError)
+
+
+def test_a_stored_event_the_aggregate_has_no_handler_for_is_a_clear_error(
+    store: EventStore,
+) -> None:
+    store.append(
+        "account-1", [AccountOpened(owner="ann"), Incremented(by=1), MoneyDeposited(amount=5)]
+    )
+    with pytest.raises(AggregateError, match=r"Account has no @applies handler for Incremented"):
+        Repository(store, Account).get("1")
 
 
 def test_update_of_a_missing_aggregate_is_not_found_without_create(

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, cast
 import pytest
 
 from eventstore import (
+    AggregateError,
     AggregateNotFoundError,
     AppendResult,
     AsyncDeciderRepository,
@@ -137,6 +138,16 @@ async def test_a_missing_aggregate_is_not_found(store: AsyncEventStore) -> None:
         await repo.get("nobody")
     assert (info.value.aggregate, info.value.aggregate_id) == ("Account", "nobody")
     assert isinstance(info.value, LookupError)
+
+
+async def test_a_stored_event_the_aggregate_has_no_handler_for_is_a_clear_error(
+    store: AsyncEventStore,
+) -> None:
+    await store.append(
+        "account-1", [AccountOpened(owner="ann"), Incremented(by=1), MoneyDeposited(amount=5)]
+    )
+    with pytest.raises(AggregateError, match=r"Account has no @applies handler for Incremented"):
+        await AsyncRepository(store, Account).get("1")
 
 
 async def test_update_of_a_missing_aggregate_is_not_found_without_create(
